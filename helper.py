@@ -1,0 +1,323 @@
+"""Helpers for the lessons: devices, Fashion-MNIST on or off line, and plots.
+
+Run ``python -m helper --help`` to prepare Fashion-MNIST from a local copy
+(a workshop USB stick, or Debian's ``dataset-fashion-mnist`` package), so
+that torchvision finds it and never needs the network.
+"""
+
+import argparse
+import gzip
+import os
+import shutil
+import struct
+import sys
+import tempfile
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+
+FASHION_MNIST_CLASSES = (
+    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+)
+
+DEFAULT_DATA_DIR = "~/.pytorch/F_MNIST_data/"
+DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+SOURCE_ENV_VAR = "FASHION_MNIST_SOURCE"
+
+# The four original IDX files: magic number, number of items, and for images
+# the rows and columns. torchvision reads them uncompressed from ROOT/FashionMNIST/raw/.
+IDX_FILES = {
+    "train-images-idx3-ubyte": (0x803, 60000, 28, 28),
+    "train-labels-idx1-ubyte": (0x801, 60000),
+    "t10k-images-idx3-ubyte": (0x803, 10000, 28, 28),
+    "t10k-labels-idx1-ubyte": (0x801, 10000),
+}
+
+DEVICE_TYPES = ("cpu", "cuda", "mps")
+
+
+class FashionMNISTError(RuntimeError):
+    """Fashion-MNIST is missing or one of its files is damaged."""
+
+
+# --------------------------------------------------------------------------- devices
+
+def available_devices():
+    """Names of the device types this machine can use, for example ['cuda', 'cpu']."""
+    names = []
+    if torch.cuda.is_available():
+        names.append("cuda")
+    if torch.backends.mps.is_available():
+        names.append("mps")
+    names.append("cpu")
+    return names
+
+
+def get_device(name="auto"):
+    """Turn a device name into a ``torch.device``, checking that it exists here.
+
+    ``"auto"`` picks CUDA, then Apple MPS, then the CPU. ``"cpu"``, ``"cuda"``,
+    ``"cuda:1"`` and ``"mps"`` are taken as they are. An unknown name, or a
+    device this machine lacks, raises ``ValueError`` naming what is available.
+    """
+    available = available_devices()
+    if isinstance(name, torch.device):
+        name = str(name)
+    if not isinstance(name, str):
+        raise ValueError(f"device must be a string such as 'auto' or 'cpu', got {name!r}")
+    if name.strip().lower() == "auto":
+        return torch.device(available[0])
+    try:
+        device = torch.device(name.strip().lower())
+    except RuntimeError:
+        device = None
+    if device is None or device.type not in DEVICE_TYPES:
+        raise ValueError(
+            f"unknown device {name!r}: use 'auto' or one of {available} "
+            f"(the ones available on this machine)")
+    if device.type not in available:
+        raise ValueError(
+            f"device {name!r} is not available on this machine; available: {available} "
+            "(or 'auto' to pick the best of them)")
+    if device.type == "cuda" and device.index is not None \
+            and device.index >= torch.cuda.device_count():
+        raise ValueError(
+            f"device {name!r} does not exist: this machine has "
+            f"{torch.cuda.device_count()} CUDA device(s), cuda:0 to "
+            f"cuda:{torch.cuda.device_count() - 1}")
+    return device
+
+
+# --------------------------------------------------------------------------- data
+
+def fashion_mnist_raw_dir(root=DEFAULT_DATA_DIR):
+    """The folder where torchvision looks for the uncompressed IDX files."""
+    return Path(root).expanduser() / "FashionMNIST" / "raw"
+
+
+def check_idx_file(path, expected):
+    """Raise ``FashionMNISTError`` unless ``path`` is the complete IDX file described by ``expected``.
+
+    ``expected`` is a value of ``IDX_FILES``: the magic number, then the sizes.
+    The file size must be exactly the header plus one byte per pixel or label.
+    """
+    path = Path(path)
+    magic, *dims = expected
+    header_size = 4 * (1 + len(dims))
+    with open(path, "rb") as f:
+        header = f.read(header_size)
+    if len(header) < header_size:
+        raise FashionMNISTError(f"{path} is too short to be an IDX file ({len(header)} bytes)")
+    found_magic, *found_dims = struct.unpack(f">{1 + len(dims)}I", header)
+    if found_magic != magic or found_dims != dims:
+        raise FashionMNISTError(
+            f"{path} is not the expected Fashion-MNIST file: its header says "
+            f"magic {found_magic:#x} with sizes {found_dims}, expected {magic:#x} with {dims}")
+    expected_bytes = header_size + int(np.prod(dims))
+    actual_bytes = path.stat().st_size
+    if actual_bytes != expected_bytes:
+        raise FashionMNISTError(
+            f"{path} has {actual_bytes} bytes, expected {expected_bytes}: "
+            "the file is truncated or damaged")
+
+
+def fashion_mnist_is_ready(root=DEFAULT_DATA_DIR):
+    """True when all four files under ``root`` are complete, so torchvision will not download."""
+    raw = fashion_mnist_raw_dir(root)
+    try:
+        for name, expected in IDX_FILES.items():
+            check_idx_file(raw / name, expected)
+    except (OSError, FashionMNISTError):
+        return False
+    return True
+
+
+def _find_source_file(source, name):
+    for candidate in (source / f"{name}.gz", source / name):
+        if candidate.is_file():
+            return candidate
+    raise FashionMNISTError(
+        f"{source} has no {name}.gz (nor {name}): a Fashion-MNIST copy needs the four "
+        f"files {', '.join(n + '.gz' for n in IDX_FILES)}")
+
+
+def _install_idx_file(source_file, target, expected):
+    """Decompress (if needed) and check one file, then move it into place atomically."""
+    opener = gzip.open if source_file.suffix == ".gz" else open
+    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as out, opener(source_file, "rb") as src:
+            shutil.copyfileobj(src, out)
+        check_idx_file(tmp, expected)
+        tmp.chmod(0o644)
+        os.replace(tmp, target)
+    except (OSError, EOFError, FashionMNISTError) as err:
+        tmp.unlink(missing_ok=True)
+        reason = str(err).replace(str(tmp), source_file.name)
+        raise FashionMNISTError(
+            f"{source_file} is not a usable Fashion-MNIST file ({reason}). "
+            "Copy it again from the original source, or remove it and let torchvision download it."
+        ) from None
+
+
+def install_fashion_mnist(source, root=DEFAULT_DATA_DIR):
+    """Fill ``ROOT/FashionMNIST/raw/`` from a local copy of the four original files.
+
+    ``source`` is a folder holding the ``.gz`` files (or the uncompressed
+    ones). Every file is checked (size and IDX header) before it replaces
+    anything, so a wrong or truncated copy never damages a good data set.
+    Returns the raw folder.
+    """
+    source = Path(source).expanduser()
+    if not source.is_dir():
+        raise FashionMNISTError(f"the Fashion-MNIST source folder {source} does not exist")
+    found = {name: _find_source_file(source, name) for name in IDX_FILES}
+    raw = fashion_mnist_raw_dir(root)
+    raw.mkdir(parents=True, exist_ok=True)
+    for name, expected in IDX_FILES.items():
+        _install_idx_file(found[name], raw / name, expected)
+    return raw
+
+
+def _how_to_get_data(root):
+    return (
+        f"Fashion-MNIST is not in {fashion_mnist_raw_dir(root)} and could not be downloaded. "
+        "Either connect to the internet and run again, or provide a local copy of the four "
+        ".gz files: `python -m helper --source FOLDER --root "
+        f"{root}`, set {SOURCE_ENV_VAR}=FOLDER, or on Debian/Ubuntu "
+        "`sudo apt install dataset-fashion-mnist`.")
+
+
+def prepare_fashion_mnist(root=DEFAULT_DATA_DIR, source=None, download=True):
+    """Make sure ``datasets.FashionMNIST(root, ...)`` finds its files; return the raw folder.
+
+    In order: files already complete under ``root`` are used as they are;
+    otherwise a local copy is installed from ``source``, from the folder named
+    by the environment variable ``FASHION_MNIST_SOURCE``, or from Debian's
+    package (``/usr/share/datasets/fashion-mnist``); otherwise torchvision
+    downloads the data. If all of these fail, ``FashionMNISTError`` says how to
+    provide the data.
+    """
+    if source is None:
+        source = os.environ.get(SOURCE_ENV_VAR) or None
+    if fashion_mnist_is_ready(root):
+        return fashion_mnist_raw_dir(root)
+    if source is not None:
+        return install_fashion_mnist(source, root)
+    if DEBIAN_FASHION_MNIST.is_dir():
+        return install_fashion_mnist(DEBIAN_FASHION_MNIST, root)
+    if download:
+        from torchvision import datasets
+
+        root_path = Path(root).expanduser()
+        try:
+            for train in (True, False):
+                datasets.FashionMNIST(root_path, train=train, download=True)
+        except (OSError, RuntimeError) as err:
+            raise FashionMNISTError(f"{_how_to_get_data(root)} (download error: {err})") from None
+        return fashion_mnist_raw_dir(root)
+    raise FashionMNISTError(_how_to_get_data(root))
+
+
+def main(argv=None):
+    """Command line: prepare Fashion-MNIST for torchvision from a local copy."""
+    parser = argparse.ArgumentParser(
+        prog="python -m helper",
+        description="Put Fashion-MNIST where torchvision finds it, from a local copy "
+                    "of the four original .gz files (no network needed).")
+    parser.add_argument("--root", default=DEFAULT_DATA_DIR,
+                        help=f"the data_dir of the lessons (default: {DEFAULT_DATA_DIR})")
+    parser.add_argument("--source", default=None,
+                        help=f"folder with the four .gz files (default: ${SOURCE_ENV_VAR}, "
+                             f"then {DEBIAN_FASHION_MNIST})")
+    parser.add_argument("--no-download", action="store_true",
+                        help="fail instead of downloading when no local copy is found")
+    args = parser.parse_args(argv)
+    try:
+        raw = prepare_fashion_mnist(args.root, source=args.source, download=not args.no_download)
+    except FashionMNISTError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print(f"Fashion-MNIST is ready in {raw}")
+    return 0
+
+
+# --------------------------------------------------------------------------- plots
+
+def _as_numpy(tensor):
+    """A detached CPU NumPy copy, whatever device the tensor is on."""
+    return torch.as_tensor(tensor).detach().to("cpu", torch.float32).numpy().copy()
+
+
+def imshow(image, ax=None, title=None, normalize=True, mean=0.5, std=0.5):
+    """Show one greyscale image tensor, undoing ``Normalize((mean,), (std,))``.
+
+    ``image`` may have shape (1, 28, 28), (28, 28) or (784,). The defaults
+    match the lessons' ``transforms.Normalize((0.5,), (0.5,))``; pass the
+    mean and std you used, or ``normalize=False`` for an image in [0, 1].
+    Returns the axes.
+    """
+    pixels = _as_numpy(image).squeeze()
+    if pixels.ndim == 1:
+        side = int(round(pixels.size ** 0.5))
+        if side * side != pixels.size:
+            raise ValueError(f"cannot show {pixels.size} values as a square image")
+        pixels = pixels.reshape(side, side)
+    if pixels.ndim != 2:
+        raise ValueError(
+            f"imshow shows one greyscale image, got shape {tuple(torch.as_tensor(image).shape)}")
+    if normalize:
+        pixels = pixels * std + mean
+    if ax is None:
+        _, ax = plt.subplots()
+    ax.imshow(np.clip(pixels, 0, 1), cmap="gray", vmin=0, vmax=1)
+    ax.axis("off")
+    if title is not None:
+        ax.set_title(title)
+    return ax
+
+
+def view_classify(image, probabilities, class_names=FASHION_MNIST_CLASSES, mean=0.5, std=0.5):
+    """Show an image beside a bar chart of the predicted class probabilities.
+
+    Neither tensor is changed; both may live on any device. ``probabilities``
+    has shape (n_classes,) or (1, n_classes). Returns the figure.
+    """
+    ps = _as_numpy(probabilities).reshape(-1)
+    if len(ps) != len(class_names):
+        raise ValueError(f"got {len(ps)} probabilities for {len(class_names)} class names")
+    fig, (ax_image, ax_bars) = plt.subplots(figsize=(6, 9), ncols=2)
+    imshow(image, ax=ax_image, mean=mean, std=std)
+    ax_bars.barh(np.arange(len(ps)), ps)
+    ax_bars.set_aspect(0.1)
+    ax_bars.set_yticks(np.arange(len(ps)))
+    ax_bars.set_yticklabels(class_names, size="small")
+    ax_bars.set_title("Class Probability")
+    ax_bars.set_xlim(0, 1.1)
+    fig.tight_layout()
+    return fig
+
+
+def plot_history(history):
+    """Plot the losses and the test accuracy returned by ``fc_model.train``. Returns the figure."""
+    if not history:
+        raise ValueError("the history is empty: train for at least print_every steps")
+    steps = [record["step"] for record in history]
+    fig, (ax_loss, ax_accuracy) = plt.subplots(ncols=2, figsize=(10, 3.5))
+    ax_loss.plot(steps, [r["train_loss"] for r in history], label="training loss")
+    ax_loss.plot(steps, [r["test_loss"] for r in history], label="test loss")
+    ax_loss.set_xlabel("step")
+    ax_loss.legend()
+    ax_accuracy.plot(steps, [r["test_accuracy"] for r in history], color="tab:green")
+    ax_accuracy.set_xlabel("step")
+    ax_accuracy.set_ylabel("test accuracy")
+    fig.tight_layout()
+    return fig
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,231 @@
+"""helper: devices, offline Fashion-MNIST and plots."""
+
+import gzip
+import os
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from torchvision import datasets
+
+import helper
+
+DEBIAN = helper.DEBIAN_FASHION_MNIST
+
+
+# --------------------------------------------------------------------------- devices
+
+def test_auto_picks_the_first_available_device():
+    assert helper.get_device("auto") == torch.device(helper.available_devices()[0])
+    assert helper.available_devices()[-1] == "cpu"
+
+
+@pytest.mark.parametrize("name", ["cpu", "CPU", " cpu ", torch.device("cpu")])
+def test_cpu_is_always_there(name):
+    assert helper.get_device(name) == torch.device("cpu")
+
+
+@pytest.mark.parametrize("name", ["tpu", "gpu", "", "cuda:x", "meta"])
+def test_unknown_device_names_list_what_is_available(name):
+    with pytest.raises(ValueError, match="unknown device") as info:
+        helper.get_device(name)
+    assert "cpu" in str(info.value)
+
+
+def test_non_string_device_is_refused():
+    with pytest.raises(ValueError, match="must be a string"):
+        helper.get_device(0)
+
+
+@pytest.mark.parametrize("kind", ["cuda", "mps"])
+def test_missing_accelerator_is_a_clear_error(kind):
+    if kind in helper.available_devices():
+        assert helper.get_device(kind).type == kind
+    else:
+        with pytest.raises(ValueError, match="not available on this machine"):
+            helper.get_device(kind)
+
+
+def test_cuda_index_beyond_the_machine_is_refused():
+    with pytest.raises(ValueError, match="does not exist|not available"):
+        helper.get_device("cuda:99")
+
+
+# --------------------------------------------------------------------------- data
+
+@pytest.fixture
+def gz_copy(tmp_path):
+    """A writable copy of Debian's four .gz files."""
+    source = tmp_path / "source"
+    shutil.copytree(DEBIAN, source)
+    return source
+
+
+def test_install_from_debian_copy_gives_torchvision_the_real_data(tmp_path):
+    root = tmp_path / "data"
+    raw = helper.install_fashion_mnist(DEBIAN, root)
+    assert raw == root / "FashionMNIST" / "raw"
+    assert helper.fashion_mnist_is_ready(root)
+    train = datasets.FashionMNIST(root, train=True, download=True)  # files there: no download
+    test = datasets.FashionMNIST(root, train=False, download=True)
+    assert (len(train), len(test)) == (60000, 10000)
+    assert train.targets.bincount().tolist() == [6000] * 10
+    oct_mode = oct((raw / "train-labels-idx1-ubyte").stat().st_mode & 0o777)
+    assert oct_mode == "0o644"
+
+
+def test_uncompressed_source_files_are_accepted(tmp_path, gz_copy):
+    for gz in gz_copy.glob("*.gz"):
+        with gzip.open(gz) as src, open(gz.with_suffix(""), "wb") as out:
+            shutil.copyfileobj(src, out)
+        gz.unlink()
+    helper.install_fashion_mnist(gz_copy, tmp_path / "data")
+    assert helper.fashion_mnist_is_ready(tmp_path / "data")
+
+
+def _damage(path, how):
+    data = path.read_bytes()
+    if how == "truncated":
+        path.write_bytes(data[: len(data) // 2])
+    elif how == "random bytes":
+        path.write_bytes(np.random.default_rng(0).bytes(len(data)))
+    elif how == "short content":
+        raw = gzip.decompress(data)
+        path.write_bytes(gzip.compress(raw[:-100]))
+
+
+@pytest.mark.parametrize("how, reason", [
+    ("truncated", "ended before"),
+    ("random bytes", "(?i)not a gzipped file"),
+    ("short content", "truncated or damaged"),
+])
+def test_damaged_source_is_rejected_and_good_data_is_kept(tmp_path, gz_copy, how, reason):
+    root = tmp_path / "data"
+    helper.install_fashion_mnist(DEBIAN, root)
+    good = (helper.fashion_mnist_raw_dir(root) / "train-images-idx3-ubyte").read_bytes()
+    _damage(gz_copy / "train-images-idx3-ubyte.gz", how)
+
+    with pytest.raises(helper.FashionMNISTError, match=reason) as info:
+        helper.install_fashion_mnist(gz_copy, root)
+
+    assert "train-images-idx3-ubyte.gz" in str(info.value)
+    raw = helper.fashion_mnist_raw_dir(root)
+    assert (raw / "train-images-idx3-ubyte").read_bytes() == good
+    assert sorted(p.name for p in raw.iterdir()) == sorted(helper.IDX_FILES)  # no leftovers
+
+
+def test_a_file_of_the_wrong_kind_is_named(tmp_path, gz_copy):
+    shutil.copy(gz_copy / "t10k-labels-idx1-ubyte.gz", gz_copy / "t10k-images-idx3-ubyte.gz")
+    with pytest.raises(helper.FashionMNISTError, match="header says magic 0x801"):
+        helper.install_fashion_mnist(gz_copy, tmp_path / "data")
+
+
+def test_missing_source_file_and_folder(tmp_path, gz_copy):
+    (gz_copy / "train-labels-idx1-ubyte.gz").unlink()
+    with pytest.raises(helper.FashionMNISTError, match="has no train-labels-idx1-ubyte.gz"):
+        helper.install_fashion_mnist(gz_copy, tmp_path / "data")
+    with pytest.raises(helper.FashionMNISTError, match="does not exist"):
+        helper.install_fashion_mnist(tmp_path / "nowhere", tmp_path / "data")
+
+
+def test_damaged_prepared_file_is_not_ready(tmp_path):
+    root = tmp_path / "data"
+    helper.install_fashion_mnist(DEBIAN, root)
+    target = helper.fashion_mnist_raw_dir(root) / "t10k-labels-idx1-ubyte"
+    os.truncate(target, 5000)
+    assert not helper.fashion_mnist_is_ready(root)
+    helper.prepare_fashion_mnist(root, source=DEBIAN)  # repairs it
+    assert helper.fashion_mnist_is_ready(root)
+
+
+def test_prepare_uses_the_environment_variable(tmp_path, gz_copy, monkeypatch):
+    monkeypatch.setenv(helper.SOURCE_ENV_VAR, str(gz_copy))
+    monkeypatch.setattr(helper, "DEBIAN_FASHION_MNIST", tmp_path / "no-debian")
+    helper.prepare_fashion_mnist(tmp_path / "data", download=False)
+    assert helper.fashion_mnist_is_ready(tmp_path / "data")
+
+
+@pytest.fixture
+def offline(tmp_path, monkeypatch):
+    """No local copy anywhere, and every download mirror unreachable."""
+    monkeypatch.delenv(helper.SOURCE_ENV_VAR, raising=False)
+    monkeypatch.setattr(helper, "DEBIAN_FASHION_MNIST", tmp_path / "no-debian")
+    monkeypatch.setattr(datasets.FashionMNIST, "mirrors", ["http://127.0.0.1:9/"])
+
+
+def test_no_data_and_no_network_gives_one_clear_message(tmp_path, offline):
+    with pytest.raises(helper.FashionMNISTError) as info:
+        helper.prepare_fashion_mnist(tmp_path / "data")
+    message = str(info.value)
+    assert "could not be downloaded" in message
+    assert "python -m helper --source" in message
+    assert "dataset-fashion-mnist" in message
+    assert info.value.__cause__ is None and info.value.__suppress_context__
+
+
+def test_no_download_allowed(tmp_path, offline):
+    with pytest.raises(helper.FashionMNISTError, match="provide a local copy"):
+        helper.prepare_fashion_mnist(tmp_path / "data", download=False)
+
+
+def test_command_line(tmp_path, gz_copy, capsys):
+    assert helper.main(["--root", str(tmp_path / "data"), "--source", str(gz_copy)]) == 0
+    assert "ready" in capsys.readouterr().out
+    assert helper.main(["--root", str(tmp_path / "x"), "--source", str(tmp_path / "none")]) == 1
+    assert "does not exist" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- plots
+
+def test_imshow_undoes_the_normalisation_in_grey(fashion_slices):
+    train, _ = fashion_slices
+    image, _ = train[0]  # normalised with mean 0.5, std 0.5
+    ax = helper.imshow(image, title="a")
+    shown = ax.images[0].get_array()
+    assert np.allclose(shown, (image.squeeze() * 0.5 + 0.5).numpy())
+    assert ax.images[0].get_cmap().name == "gray"
+    assert ax.get_title() == "a"
+
+
+def test_imshow_takes_flat_images_and_other_statistics():
+    pixels = torch.linspace(0, 1, 784)
+    normalised = (pixels - 0.2860) / 0.3530
+    ax = helper.imshow(normalised, mean=0.2860, std=0.3530)
+    assert np.allclose(ax.images[0].get_array(), pixels.reshape(28, 28).numpy(), atol=1e-6)
+    with pytest.raises(ValueError, match="one greyscale image"):
+        helper.imshow(torch.zeros(3, 28, 28))
+    with pytest.raises(ValueError, match="square"):
+        helper.imshow(torch.zeros(780))
+
+
+def test_view_classify_leaves_its_inputs_alone():
+    image = torch.rand(1, 28, 28)
+    probabilities = torch.softmax(torch.randn(1, 10, requires_grad=True), dim=1)
+    image_before, ps_before = image.clone(), probabilities.detach().clone()
+
+    fig = helper.view_classify(image, probabilities)
+
+    assert torch.equal(image, image_before) and image.shape == (1, 28, 28)
+    assert torch.equal(probabilities.detach(), ps_before)
+    bars = fig.axes[1].patches
+    assert [round(b.get_width(), 6) for b in bars] == [round(p, 6) for p in ps_before[0].tolist()]
+    labels = [t.get_text() for t in fig.axes[1].get_yticklabels()]
+    assert labels == list(helper.FASHION_MNIST_CLASSES)
+
+
+def test_view_classify_checks_the_number_of_classes():
+    with pytest.raises(ValueError, match="3 probabilities for 10 class names"):
+        helper.view_classify(torch.zeros(784), torch.ones(3) / 3)
+
+
+def test_plot_history_draws_what_train_returned():
+    history = [{"epoch": 1, "step": 40 * i, "train_loss": 1 / i, "test_loss": 2 / i,
+                "test_accuracy": 0.5 + i / 100} for i in range(1, 4)]
+    fig = helper.plot_history(history)
+    train_line, test_line = fig.axes[0].lines
+    assert list(train_line.get_xdata()) == [40, 80, 120]
+    assert list(test_line.get_ydata()) == [2, 1, 2 / 3]
+    assert list(fig.axes[1].lines[0].get_ydata()) == [0.51, 0.52, 0.53]
+    with pytest.raises(ValueError, match="empty"):
+        helper.plot_history([])
