@@ -1,0 +1,313 @@
+# Lesson 1: the classic "Saving and Loading Models" walkthrough, in English and Chinese.
+# Source of notebooks/{en,zh-CN}/01-saving-and-loading-models.ipynb: edit here, then run
+# `python tools/build_notebooks.py 01-saving-and-loading-models`. Markdown and Code are
+# provided by the builder; the Colab cell is added after the first cell.
+
+NAME = "01-saving-and-loading-models"
+TITLE = {"en": "1. Saving and loading models", "zh-CN": "1. 保存和加载模型"}
+
+CELLS = [
+    Markdown(
+        en="""# Saving and Loading Models
+
+Training a network takes time, so you will want to keep a trained one and load it later, to make predictions or to train it further. In this lesson you will
+
+1. train a small fully-connected network on Fashion-MNIST,
+2. save its parameters (its `state_dict`) and load them back,
+3. see why loading fails when the architecture differs,
+4. save a checkpoint that also stores the architecture, and rebuild the model from that file alone,
+5. check that the reloaded model predicts exactly what the trained one does.
+
+The first code cell below only does something on Google Colab, where it installs the companion modules `helper` and `fc_model`.""",
+        zh="""# 保存和加载模型
+
+训练一个网络要花不少时间，所以我们通常会把训练好的模型保存下来，之后再加载，用来做预测或继续训练。在这节课里，你将：
+
+1. 在 Fashion-MNIST 上训练一个小型全连接网络；
+2. 保存它的参数（即 `state_dict`，状态字典），再加载回来；
+3. 看看网络架构不一致时，加载为什么会失败；
+4. 保存一个同时记录架构的检查点，只凭这个文件就能重建模型；
+5. 验证重新加载的模型与训练好的模型给出完全相同的预测。
+
+下面第一个代码单元格只在 Google Colab 上起作用：它会安装配套模块 `helper` 和 `fc_model`。""",
+    ),
+    Markdown(
+        en="""## Imports
+
+`fc_model` holds the network and the training loop, `helper` the plots, the device choice and the data preparation. Both are small files next to the notebooks; read them whenever you want to see how something works.""",
+        zh="""## 导入模块
+
+`fc_model` 包含网络和训练循环，`helper` 负责绘图、选择设备和准备数据。它们都是放在本仓库根目录下的小文件，想了解实现细节时随时可以打开来看。""",
+    ),
+    Code(
+        en="""import torch
+from torch import nn, optim
+from torchvision import datasets, transforms
+
+import fc_model
+import helper""",
+    ),
+    Markdown(
+        en="""## Parameters
+
+The next cell holds every setting of this notebook. It is tagged `parameters`, so [papermill](https://papermill.readthedocs.io) can run the notebook with other values, for example `papermill 01-saving-and-loading-models.ipynb out.ipynb -p epochs 1 -p device cpu`.""",
+        zh="""## 参数
+
+下一个单元格集中了本 notebook 的全部设置。它带有 `parameters` 标签，因此可以用 [papermill](https://papermill.readthedocs.io) 换一组取值来运行本 notebook，例如 `papermill 01-saving-and-loading-models.ipynb out.ipynb -p epochs 1 -p device cpu`。""",
+    ),
+    Code(
+        en="""epochs = 2                             # passes over the 60,000 training images
+device = "auto"                        # "auto", "cpu", "cuda" or "mps"; "auto" picks the fastest available
+data_dir = "~/.pytorch/F_MNIST_data/"  # where torchvision keeps Fashion-MNIST
+seed = 7                               # fixes the initial weights, the data order and dropout""",
+        zh="""epochs = 2                             # 遍历 60,000 张训练图像的轮数
+device = "auto"                        # "auto"、"cpu"、"cuda" 或 "mps"；"auto" 会选择可用的最快设备
+data_dir = "~/.pytorch/F_MNIST_data/"  # torchvision 存放 Fashion-MNIST 的目录
+seed = 7                               # 固定初始权重、数据顺序和 dropout""",
+        tags=("parameters",),
+    ),
+    Markdown(
+        en="""We check the parameters straight away, so a typo stops the notebook here with a clear message instead of deep inside training. `helper.prepare_fashion_mnist` makes sure the data set is in `data_dir`: if it is not, it copies a local copy (the folder named by the environment variable `FASHION_MNIST_SOURCE`, or Debian's `dataset-fashion-mnist` package) and otherwise lets torchvision download it. That way the notebook also works in a classroom with poor Wi-Fi.""",
+        zh="""我们先检查参数，这样一旦写错，notebook 会在这里停下并给出清楚的提示，而不是在训练进行到一半时才报错。`helper.prepare_fashion_mnist` 确保 `data_dir` 中有数据集：如果没有，它会从本地副本复制（环境变量 `FASHION_MNIST_SOURCE` 指定的目录，或 Debian 的 `dataset-fashion-mnist` 软件包），否则交给 torchvision 下载。这样即使在网络不好的教室里，本 notebook 也能正常运行。""",
+    ),
+    Code(
+        en="""fc_model.check_positive_int(epochs=epochs)
+device = helper.get_device(device)
+helper.prepare_fashion_mnist(data_dir)
+torch.manual_seed(seed)
+print(f"Training for {epochs} epoch(s) on {device}")""",
+        tags=("nbval-ignore-output",),
+    ),
+    Markdown(
+        en="""## Load the data
+
+This is the usual torchvision code. `ToTensor` turns each image into a tensor of values in [0, 1], and `Normalize((0.5,), (0.5,))` maps them to [-1, 1]. Since the files are already in `data_dir`, `download=True` downloads nothing.""",
+        zh="""## 加载数据
+
+这是常见的 torchvision 写法。`ToTensor` 把每张图像转成取值在 [0, 1] 的张量，`Normalize((0.5,), (0.5,))` 再把它们映射到 [-1, 1]。由于文件已经在 `data_dir` 中，`download=True` 不会再下载任何东西。""",
+    ),
+    Code(
+        en="""# Define a transform to normalize the data
+transform = transforms.Compose([transforms.ToTensor(),
+                                transforms.Normalize((0.5,), (0.5,))])
+
+# The training data, shuffled at every epoch
+trainset = datasets.FashionMNIST(data_dir, download=True, train=True, transform=transform)
+trainloader = torch.utils.data.DataLoader(trainset, batch_size=64, shuffle=True)
+
+# The test data: its order does not matter for measuring accuracy
+testset = datasets.FashionMNIST(data_dir, download=True, train=False, transform=transform)
+testloader = torch.utils.data.DataLoader(testset, batch_size=64)
+
+print(len(trainset), "training images,", len(testset), "test images")""",
+        zh="""# 定义对数据做归一化的变换
+transform = transforms.Compose([transforms.ToTensor(),
+                                transforms.Normalize((0.5,), (0.5,))])
+
+# 训练数据，每轮都会打乱顺序
+trainset = datasets.FashionMNIST(data_dir, download=True, train=True, transform=transform)
+trainloader = torch.utils.data.DataLoader(trainset, batch_size=64, shuffle=True)
+
+# 测试数据：计算准确率时顺序无关紧要
+testset = datasets.FashionMNIST(data_dir, download=True, train=False, transform=transform)
+testloader = torch.utils.data.DataLoader(testset, batch_size=64)
+
+print(len(trainset), "training images,", len(testset), "test images")""",
+    ),
+    Markdown(
+        en="""Here is one of the images. `helper.imshow` undoes the normalisation before drawing it in grey.""",
+        zh="""下面是其中一张图像。`helper.imshow` 会先撤销归一化，再以灰度显示。""",
+    ),
+    Code(
+        en="""images, labels = next(iter(trainloader))
+ax = helper.imshow(images[0], title=helper.FASHION_MNIST_CLASSES[labels[0]])""",
+    ),
+    Markdown(
+        en="""## Train a network
+
+The model architecture and the training loop live in `fc_model`, so this notebook can focus on saving and loading. `fc_model.Network(784, 10, [512, 256, 128])` is a fully-connected network with 784 inputs (28×28 pixels), 10 outputs (the classes) and three hidden layers with dropout. `fc_model.train` prints the training loss and the loss and accuracy on the whole test set every 40 steps, and returns that history.""",
+        zh="""## 训练网络
+
+模型架构和训练循环都放在 `fc_model` 中，这样本 notebook 可以专注于保存和加载。`fc_model.Network(784, 10, [512, 256, 128])` 是一个全连接网络：784 个输入（28×28 个像素）、10 个输出（类别），以及三个带 dropout 的隐藏层。`fc_model.train` 每 40 步打印一次训练损失，以及在整个测试集上的损失和准确率，并返回这些记录。""",
+    ),
+    Code(
+        en="""# Create the network, define the criterion and optimizer
+model = fc_model.Network(784, 10, [512, 256, 128])
+criterion = nn.NLLLoss()
+optimizer = optim.Adam(model.parameters(), lr=0.001)""",
+        zh="""# 创建网络，定义损失函数和优化器
+model = fc_model.Network(784, 10, [512, 256, 128])
+criterion = nn.NLLLoss()
+optimizer = optim.Adam(model.parameters(), lr=0.001)""",
+    ),
+    Code(
+        en="""history = fc_model.train(model, trainloader, testloader, criterion, optimizer,
+                         epochs=epochs, device=device)""",
+        tags=("nbval-ignore-output",),
+    ),
+    Code(
+        en="""figure = helper.plot_history(history)""",
+    ),
+    Markdown(
+        en="""## Saving and loading networks
+
+Training a network every time you need it is impractical. Instead, we save the trained network and load it later, to train it more or to make predictions.
+
+The parameters of a PyTorch network are stored in its `state_dict`, an ordered dictionary from layer names to tensors: the weight and bias of every layer. Dropout has no parameters, so it has no entry.""",
+        zh="""## 保存和加载网络
+
+每次要用网络时都重新训练一遍并不现实。更好的做法是保存训练好的网络，之后再加载，用来继续训练或进行预测。
+
+PyTorch 网络的参数保存在它的 `state_dict`（状态字典）中。这是一个有序字典，把层的名字映射到张量，也就是每一层的权重和偏置。dropout 没有参数，所以字典里没有它。""",
+    ),
+    Code(
+        en="""print("Our model: \\n\\n", model, '\\n')
+print("The state dict keys: \\n\\n", model.state_dict().keys())""",
+    ),
+    Markdown(
+        en="""The simplest thing to do is to save the state dict with `torch.save`, here to a file `checkpoint.pth` (`.pth` and `.pt` are the usual extensions for PyTorch files).""",
+        zh="""最简单的做法是用 `torch.save` 保存状态字典，这里保存到文件 `checkpoint.pth`（`.pth` 和 `.pt` 是 PyTorch 文件常用的扩展名）。""",
+    ),
+    Code(
+        en="""torch.save(model.state_dict(), 'checkpoint.pth')""",
+    ),
+    Markdown(
+        en="""Then we load it with `torch.load`. Two arguments are worth writing out every time:
+
+- `weights_only=True` lets `torch.load` rebuild only tensors and plain Python containers and numbers. A `.pth` file is a Python pickle, and unpickling an arbitrary file can run any code hidden in it; with `weights_only=True` such a file is refused instead. It is the default since PyTorch 2.6, and writing it makes the intent clear on older versions too. Never pass `weights_only=False` for a file you did not make yourself (lesson 3 shows why).
+- `map_location` says where the tensors should go. A checkpoint saved on a GPU remembers its device; `map_location='cpu'` loads it on a machine without one.""",
+        zh="""然后用 `torch.load` 把它加载回来。有两个参数值得每次都写上：
+
+- `weights_only=True` 让 `torch.load` 只重建张量以及普通的 Python 容器和数字。`.pth` 文件本质上是 Python 的 pickle，反序列化一个来路不明的文件可能执行其中暗藏的任意代码；使用 `weights_only=True` 时，这样的文件会被拒绝加载。从 PyTorch 2.6 起这是默认值，明确写出来也能让旧版本的行为一致、意图清楚。对于不是你自己生成的文件，千万不要传入 `weights_only=False`（第 3 课会说明原因）。
+- `map_location` 指定张量加载到哪里。在 GPU 上保存的检查点会记住它所在的设备；`map_location='cpu'` 可以让它在没有 GPU 的机器上加载。""",
+    ),
+    Code(
+        en="""state_dict = torch.load('checkpoint.pth', map_location='cpu', weights_only=True)
+print(state_dict.keys())""",
+    ),
+    Markdown(
+        en="""To load the state dict into a network, call `model.load_state_dict(state_dict)`. It copies every tensor into the matching parameter and reports the keys that matched.""",
+        zh="""要把状态字典加载到网络中，调用 `model.load_state_dict(state_dict)`。它会把每个张量复制到对应的参数中，并报告键的匹配情况。""",
+    ),
+    Code(
+        en="""model.load_state_dict(state_dict)""",
+    ),
+    Markdown(
+        en="""That seems straightforward, but loading a state dict only works when the model has exactly the architecture of the checkpoint. A network with other hidden layers, say `[400, 200, 100]`, cannot take these tensors: `load_state_dict` raises a `RuntimeError` that lists every size mismatch.
+
+We catch the error and print it, so the notebook keeps running, and we give the new network its own name: `model` stays the trained network that we save below.""",
+        zh="""看上去很简单，但只有当模型的架构与检查点完全一致时，状态字典才能加载成功。如果网络的隐藏层不同，比如 `[400, 200, 100]`，就装不下这些张量：`load_state_dict` 会抛出 `RuntimeError`，列出所有尺寸不匹配的地方。
+
+这里我们捕获这个错误并打印出来，让 notebook 继续运行；同时给新网络起一个单独的名字，让 `model` 仍然是我们接下来要保存的、训练好的网络。""",
+    ),
+    Code(
+        en="""other_model = fc_model.Network(784, 10, [400, 200, 100])
+try:
+    # This fails: the tensor sizes do not match
+    other_model.load_state_dict(state_dict)
+except RuntimeError as error:
+    print(error)""",
+        zh="""other_model = fc_model.Network(784, 10, [400, 200, 100])
+try:
+    # 这里会失败：张量尺寸不匹配
+    other_model.load_state_dict(state_dict)
+except RuntimeError as error:
+    print(error)""",
+    ),
+    Markdown(
+        en="""## A checkpoint that knows its architecture
+
+So we need to rebuild the model exactly as it was when it was trained. The state dict alone does not say how: the architecture must be saved in the checkpoint too. We build a dictionary with everything needed to rebuild the model (the layer sizes and the dropout probability) next to the state dict.""",
+        zh="""## 记录了架构的检查点
+
+因此，我们需要按训练时的样子原样重建模型。仅凭状态字典无法做到这一点：架构也必须保存在检查点中。我们构建一个字典，把重建模型所需的全部信息（各层大小和 dropout 概率）与状态字典放在一起。""",
+    ),
+    Code(
+        en="""checkpoint = {'input_size': 784,
+              'output_size': 10,
+              'hidden_layers': [layer.out_features for layer in model.hidden_layers],
+              'drop_p': model.dropout.p,
+              'state_dict': model.state_dict()}
+
+torch.save(checkpoint, 'checkpoint.pth')
+print({key: value for key, value in checkpoint.items() if key != 'state_dict'})""",
+    ),
+    Markdown(
+        en="""Now the checkpoint holds all the information needed to rebuild the trained model. A function that loads it reads the file (safely, onto the CPU unless told otherwise), builds a network of the saved architecture, loads the weights, and switches the network to evaluation mode with `eval()`, so that dropout is off for predictions.""",
+        zh="""现在检查点包含了重建训练好的模型所需的全部信息。加载它的函数会读取文件（安全加载，默认放到 CPU 上），按保存的架构构建网络，载入权重，再用 `eval()` 把网络切换到评估模式，这样做预测时 dropout 就不会起作用。""",
+    ),
+    Code(
+        en="""def load_checkpoint(filepath, map_location='cpu'):
+    # Rebuild a network saved by the cell above
+    checkpoint = torch.load(filepath, map_location=map_location, weights_only=True)
+    model = fc_model.Network(checkpoint['input_size'],
+                             checkpoint['output_size'],
+                             checkpoint['hidden_layers'],
+                             checkpoint['drop_p'])
+    model.load_state_dict(checkpoint['state_dict'])
+    model.eval()
+    return model""",
+        zh="""def load_checkpoint(filepath, map_location='cpu'):
+    # 重建上一个单元格保存的网络
+    checkpoint = torch.load(filepath, map_location=map_location, weights_only=True)
+    model = fc_model.Network(checkpoint['input_size'],
+                             checkpoint['output_size'],
+                             checkpoint['hidden_layers'],
+                             checkpoint['drop_p'])
+    model.load_state_dict(checkpoint['state_dict'])
+    model.eval()
+    return model""",
+    ),
+    Code(
+        en="""loaded_model = load_checkpoint('checkpoint.pth', map_location=device)
+print(loaded_model)""",
+    ),
+    Markdown(
+        en="""## Did it work?
+
+A saved model is only useful if it behaves like the one we trained. In evaluation mode both networks must give identical outputs for the same images, and the same accuracy on the whole test set. The cell stops with an `AssertionError` if they do not.""",
+        zh="""## 真的成功了吗？
+
+只有当保存的模型与训练好的模型表现一致时，保存才有意义。在评估模式下，两个网络对同一批图像的输出必须完全相同，在整个测试集上的准确率也必须相同。如果不一致，这个单元格会以 `AssertionError` 停止。""",
+    ),
+    Code(
+        en="""model.eval()
+test_images, test_labels = next(iter(testloader))
+test_images = test_images.to(device)
+with torch.no_grad():
+    assert torch.equal(model(test_images), loaded_model(test_images))
+
+_, trained_accuracy = fc_model.validation(model, testloader, criterion)
+_, loaded_accuracy = fc_model.validation(loaded_model, testloader, criterion)
+assert loaded_accuracy == trained_accuracy
+print(f"Test accuracy of the trained model:  {trained_accuracy:.4f}")
+print(f"Test accuracy of the reloaded model: {loaded_accuracy:.4f}")""",
+        tags=("nbval-ignore-output",),
+    ),
+    Markdown(
+        en="""Finally, the reloaded model classifies a test image. `torch.exp` turns the network's log-probabilities into probabilities.""",
+        zh="""最后，用重新加载的模型对一张测试图像进行分类。`torch.exp` 把网络输出的对数概率转换为概率。""",
+    ),
+    Code(
+        en="""with torch.no_grad():
+    probabilities = torch.exp(loaded_model(test_images[:1]))
+print("Label:", helper.FASHION_MNIST_CLASSES[test_labels[0]])
+figure = helper.view_classify(test_images[0], probabilities)""",
+    ),
+    Markdown(
+        en="""## Summary
+
+- A model's parameters live in its `state_dict`; save it with `torch.save(model.state_dict(), path)`.
+- Load with `torch.load(path, map_location=..., weights_only=True)`, then `model.load_state_dict(...)` on a model of the same architecture.
+- Store the architecture in the checkpoint, so the model can be rebuilt from the file alone, and call `eval()` before predicting.
+
+The next lesson saves more than the weights: the optimizer state and everything else needed to stop training and resume it exactly.""",
+        zh="""## 小结
+
+- 模型的参数保存在 `state_dict` 中，用 `torch.save(model.state_dict(), path)` 保存。
+- 用 `torch.load(path, map_location=..., weights_only=True)` 加载，再对同样架构的模型调用 `model.load_state_dict(...)`。
+- 把架构一并存入检查点，这样只凭文件就能重建模型；预测之前记得调用 `eval()`。
+
+下一课将保存比权重更多的内容：优化器状态，以及精确地中断并恢复训练所需的一切。""",
+    ),
+]

@@ -1,0 +1,195 @@
+"""The notebooks: bilingual parity, sync with their sources, and papermill runs.
+
+nbval re-runs every notebook and compares outputs (see the README's test
+command); the tests here run them with other parameters, from a folder
+outside the repository, against the companion modules installed by pip.
+"""
+
+import ast
+import re
+import shutil
+import subprocess
+import sys
+
+import nbformat
+import papermill
+import pytest
+import torch
+from torch import nn
+from torchvision import datasets
+
+import fc_model
+from conftest import REPO, TRANSFORM
+
+sys.path.insert(0, str(REPO / "tools"))
+import build_notebooks  # noqa: E402
+import run_notebooks  # noqa: E402
+
+EN = sorted(p.name for p in (REPO / "notebooks" / "en").glob("*.ipynb"))
+ZH = sorted(p.name for p in (REPO / "notebooks" / "zh-CN").glob("*.ipynb"))
+ALL = run_notebooks.notebook_paths()
+PROGRESS = re.compile(r"^Epoch: (\d+)/(\d+)\.\.  Training Loss", re.M)
+
+
+def code_cells(nb):
+    return [cell for cell in nb.cells if cell.cell_type == "code"]
+
+
+def read(path):
+    return nbformat.read(path, as_version=4)
+
+
+# --------------------------------------------------------------------------- static checks
+
+def test_every_notebook_has_its_twin():
+    assert EN, "no notebooks found"
+    assert EN == ZH
+
+
+@pytest.mark.parametrize("name", EN)
+def test_twins_have_the_same_code_tags_and_parameters(name):
+    en = read(REPO / "notebooks" / "en" / name)
+    zh = read(REPO / "notebooks" / "zh-CN" / name)
+    assert len(en.cells) == len(zh.cells), f"{name}: {len(en.cells)} cells in en, {len(zh.cells)} in zh-CN"
+    for index, (a, b) in enumerate(zip(en.cells, zh.cells)):
+        where = f"{name}, cell {index} ({a.source.splitlines()[0][:60] if a.source else ''!r})"
+        assert a.cell_type == b.cell_type, f"{where}: {a.cell_type} in en, {b.cell_type} in zh-CN"
+        assert a.metadata.get("tags", []) == b.metadata.get("tags", []), f"{where}: tags differ"
+        if a.cell_type == "code":
+            assert build_notebooks.strip_comments(a.source) == \
+                build_notebooks.strip_comments(b.source), f"{where}: code differs beyond comments"
+
+
+def test_strip_comments_keeps_code_and_hash_in_strings():
+    source = 'x = "#1"  # a comment\n# 注释\n\ny = 2'
+    assert build_notebooks.strip_comments(source) == 'x = "#1"\ny = 2'
+
+
+def test_notebooks_and_readmes_match_their_sources():
+    assert build_notebooks.check() == []
+
+
+@pytest.mark.parametrize("path", ALL, ids=lambda p: f"{p.parent.name}/{p.stem}")
+def test_notebook_shape(path):
+    nb = read(path)
+    cells = code_cells(nb)
+    first = cells[0].source
+    assert '"google.colab" in sys.modules' in first
+    assert f"git+{build_notebooks.repository_url()}" in first
+    parameters = [c for c in cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(parameters) == 1
+    names = {t.id for node in ast.parse(parameters[0].source).body for t in node.targets}
+    assert {"epochs", "device", "data_dir", "seed"} <= names
+    for cell in cells:
+        ast.parse(cell.source)  # pure Python: no ! or % lines
+    assert [c.execution_count for c in cells] == list(range(1, len(cells) + 1)), \
+        "committed outputs must come from one top-to-bottom run"
+    errors = [o for c in cells for o in c.outputs if o.output_type == "error"]
+    assert errors == []
+
+
+# --------------------------------------------------------------------------- papermill runs
+
+@pytest.fixture(scope="session")
+def installed_site(tmp_path_factory):
+    """The companion modules installed by pip into a folder of their own."""
+    site = tmp_path_factory.mktemp("site")
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps",
+                    "--no-compile", "--no-build-isolation", "--target", str(site), str(REPO)],
+                   check=True)
+    assert {"helper.py", "fc_model.py"} <= {p.name for p in site.iterdir()}
+    return site
+
+
+@pytest.fixture(scope="session")
+def run_outside_repository(installed_site, tmp_path_factory, data_dir):
+    """Run a notebook with papermill from a folder outside the repository, on the installed modules."""
+    cache = {}
+
+    def run(path, parameters):
+        key = (path, tuple(sorted(parameters.items())))
+        if key not in cache:
+            folder = tmp_path_factory.mktemp(f"run-{path.parent.name}-{path.stem}")
+            with pytest.MonkeyPatch.context() as env:
+                env.setenv("PYTHONPATH", str(installed_site))
+                env.delenv("PYTHONDONTWRITEBYTECODE", raising=False)
+                _, _, output = run_notebooks.run_notebook(path, folder, parameters)
+            cache[key] = (folder, read(output))
+        return cache[key]
+
+    return run
+
+
+ONE_EPOCH = {"epochs": 1, "device": "cpu"}
+
+
+@pytest.mark.parametrize("path", ALL, ids=lambda p: f"{p.parent.name}/{p.stem}")
+def test_parameters_change_the_run(path, run_outside_repository, installed_site, data_dir):
+    folder, nb = run_outside_repository(path, dict(ONE_EPOCH, data_dir=data_dir))
+
+    assert nb.metadata.papermill.parameters == dict(ONE_EPOCH, data_dir=data_dir)
+    injected = [c for c in nb.cells if "injected-parameters" in c.metadata.get("tags", [])]
+    assert "epochs = 1" in injected[0].source and 'device = "cpu"' in injected[0].source
+    text = "".join(o.get("text", "") for c in code_cells(nb) for o in c.outputs)
+    progress = PROGRESS.findall(text)
+    assert progress, "no training progress printed"
+    assert set(progress) == {("1", "1")}
+    # the notebook imported the pip-installed modules, not the repository's files
+    assert (installed_site / "__pycache__").is_dir()
+    assert any(installed_site.joinpath("__pycache__").glob("fc_model.*.pyc"))
+
+
+def test_lesson_1_saves_the_trained_network(run_outside_repository, data_dir):
+    path = REPO / "notebooks" / "en" / "01-saving-and-loading-models.ipynb"
+    folder, nb = run_outside_repository(path, dict(ONE_EPOCH, data_dir=data_dir))
+
+    checkpoint = torch.load(folder / "checkpoint.pth", map_location="cpu", weights_only=True)
+    architecture = {k: checkpoint[k] for k in ("input_size", "output_size", "hidden_layers", "drop_p")}
+    assert architecture == {"input_size": 784, "output_size": 10,
+                            "hidden_layers": [512, 256, 128], "drop_p": 0.5}
+    model = fc_model.Network(**architecture)
+    model.load_state_dict(checkpoint["state_dict"])
+    testset = datasets.FashionMNIST(data_dir, train=False, transform=TRANSFORM)
+    loader = torch.utils.data.DataLoader(testset, batch_size=1000)
+    _, accuracy = fc_model.validation(model, loader, nn.NLLLoss())
+    assert accuracy > 0.75  # trained: an untrained network scores about 0.1
+    assert run_notebooks.last_test_accuracy(nb) == pytest.approx(accuracy, abs=5e-5)
+
+
+@pytest.mark.parametrize("parameters, environment, message", [
+    ({"device": "tpu"}, {}, "unknown device 'tpu'"),
+    ({"epochs": 0}, {}, "epochs must be a positive integer, got 0"),
+    ({"data_dir": "{tmp}/empty"}, {"FASHION_MNIST_SOURCE": "{tmp}/no-copy"},
+     "Fashion-MNIST source folder"),
+])
+@pytest.mark.parametrize("path", [p for p in ALL if p.parent.name == "en"], ids=lambda p: p.stem)
+def test_bad_parameters_stop_early_with_a_clear_error(path, parameters, environment, message,
+                                                      tmp_path, monkeypatch):
+    parameters = {k: v.format(tmp=tmp_path) if isinstance(v, str) else v
+                  for k, v in parameters.items()}
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value.format(tmp=tmp_path))
+
+    with pytest.raises(papermill.PapermillExecutionError) as info:
+        run_notebooks.run_notebook(path, tmp_path / "out", parameters)
+
+    assert message in info.value.evalue
+    nb = read(tmp_path / "out" / path.name)
+    first_training = min(i for i, c in enumerate(nb.cells)
+                         if c.cell_type == "code" and "fc_model.train(" in c.source)
+    failed = [i for i, c in enumerate(nb.cells)
+              if any(o.output_type == "error" for o in c.get("outputs", []))]
+    assert failed and failed[0] < first_training
+
+
+def test_main_job_reports_one_line_per_notebook(tmp_path, data_dir):
+    subset = EN[0].removesuffix(".ipynb")
+    result = subprocess.run(
+        [sys.executable, str(REPO / "tools" / "run_notebooks.py"), subset, "--language", "zh-CN",
+         "--output", str(tmp_path), "-p", "epochs", "1", "-p", "device", "cpu",
+         "-p", "data_dir", data_dir],
+        capture_output=True, text=True, check=True)
+    lines = result.stdout.splitlines()
+    assert re.fullmatch(rf"{subset}\s+zh-CN\s+\d+\.\d\s+0\.\d{{4}}", lines[1]), lines
+    assert lines[-1].startswith("1 notebooks ran, 0 failed")
+    shutil.rmtree(tmp_path)
