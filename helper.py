@@ -11,12 +11,13 @@ import os
 import shutil
 import struct
 import sys
-import tempfile
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
+
+from fc_model import atomic_write
 
 FASHION_MNIST_CLASSES = (
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
@@ -98,29 +99,31 @@ def fashion_mnist_raw_dir(root=DEFAULT_DATA_DIR):
     return Path(root).expanduser() / "FashionMNIST" / "raw"
 
 
-def check_idx_file(path, expected):
+def check_idx_file(path, expected, name=None):
     """Raise ``FashionMNISTError`` unless ``path`` is the complete IDX file described by ``expected``.
 
     ``expected`` is a value of ``IDX_FILES``: the magic number, then the sizes.
     The file size must be exactly the header plus one byte per pixel or label.
+    Messages call the file ``name`` (default: its path).
     """
     path = Path(path)
+    name = name or path
     magic, *dims = expected
     header_size = 4 * (1 + len(dims))
     with open(path, "rb") as f:
         header = f.read(header_size)
     if len(header) < header_size:
-        raise FashionMNISTError(f"{path} is too short to be an IDX file ({len(header)} bytes)")
+        raise FashionMNISTError(f"{name} is too short to be an IDX file ({len(header)} bytes)")
     found_magic, *found_dims = struct.unpack(f">{1 + len(dims)}I", header)
     if found_magic != magic or found_dims != dims:
         raise FashionMNISTError(
-            f"{path} is not the expected Fashion-MNIST file: its header says "
+            f"{name} is not the expected Fashion-MNIST file: its header says "
             f"magic {found_magic:#x} with sizes {found_dims}, expected {magic:#x} with {dims}")
     expected_bytes = header_size + int(np.prod(dims))
     actual_bytes = path.stat().st_size
     if actual_bytes != expected_bytes:
         raise FashionMNISTError(
-            f"{path} has {actual_bytes} bytes, expected {expected_bytes}: "
+            f"{name} has {actual_bytes} bytes, expected {expected_bytes}: "
             "the file is truncated or damaged")
 
 
@@ -147,19 +150,14 @@ def _find_source_file(source, name):
 def _install_idx_file(source_file, target, expected):
     """Decompress (if needed) and check one file, then move it into place atomically."""
     opener = gzip.open if source_file.suffix == ".gz" else open
-    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
-    tmp = Path(tmp_name)
     try:
-        with os.fdopen(fd, "wb") as out, opener(source_file, "rb") as src:
+        with atomic_write(target) as out, opener(source_file, "rb") as src:
             shutil.copyfileobj(src, out)
-        check_idx_file(tmp, expected)
-        tmp.chmod(0o644)
-        os.replace(tmp, target)
+            out.flush()
+            check_idx_file(out.name, expected, name=source_file.name)
     except (OSError, EOFError, FashionMNISTError) as err:
-        tmp.unlink(missing_ok=True)
-        reason = str(err).replace(str(tmp), source_file.name)
         raise FashionMNISTError(
-            f"{source_file} is not a usable Fashion-MNIST file ({reason}). "
+            f"{source_file} is not a usable Fashion-MNIST file ({err}). "
             "Copy it again from the original source, or remove it and let torchvision download it."
         ) from None
 

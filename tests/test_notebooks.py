@@ -120,28 +120,45 @@ def run_outside_repository(installed_site, tmp_path_factory, data_dir):
     return run
 
 
-ONE_EPOCH = {"epochs": 1, "device": "cpu"}
+# Parameters for a quick run of each lesson, different from the notebooks' defaults
+QUICK = {
+    "01-saving-and-loading-models": {"epochs": 1, "device": "cpu"},
+    "02-checkpoints-and-resuming-training": {"epochs": 3, "stop_after": 2, "train_size": 3200,
+                                             "device": "cpu"},
+    "03-whole-models-safe-loading-and-formats": {"epochs": 2, "device": "cpu"},
+}
+
+
+def quick_parameters(path, data_dir):
+    return dict(QUICK[path.stem], data_dir=data_dir)
+
+
+def test_every_lesson_has_quick_parameters():
+    assert {p.stem for p in ALL} == set(QUICK)
 
 
 @pytest.mark.parametrize("path", ALL, ids=lambda p: f"{p.parent.name}/{p.stem}")
 def test_parameters_change_the_run(path, run_outside_repository, installed_site, data_dir):
-    folder, nb = run_outside_repository(path, dict(ONE_EPOCH, data_dir=data_dir))
+    parameters = quick_parameters(path, data_dir)
+    folder, nb = run_outside_repository(path, parameters)
 
-    assert nb.metadata.papermill.parameters == dict(ONE_EPOCH, data_dir=data_dir)
+    assert nb.metadata.papermill.parameters == parameters
     injected = [c for c in nb.cells if "injected-parameters" in c.metadata.get("tags", [])]
-    assert "epochs = 1" in injected[0].source and 'device = "cpu"' in injected[0].source
+    assert f"epochs = {parameters['epochs']}" in injected[0].source
+    assert 'device = "cpu"' in injected[0].source
     text = "".join(o.get("text", "") for c in code_cells(nb) for o in c.outputs)
     progress = PROGRESS.findall(text)
     assert progress, "no training progress printed"
-    assert set(progress) == {("1", "1")}
+    epochs = parameters["epochs"]
+    assert max(int(epoch) for epoch, _ in progress) == epochs
+    assert {int(total) for _, total in progress} <= {epochs, parameters.get("stop_after", epochs)}
     # the notebook imported the pip-installed modules, not the repository's files
-    assert (installed_site / "__pycache__").is_dir()
     assert any(installed_site.joinpath("__pycache__").glob("fc_model.*.pyc"))
 
 
 def test_lesson_1_saves_the_trained_network(run_outside_repository, data_dir):
     path = REPO / "notebooks" / "en" / "01-saving-and-loading-models.ipynb"
-    folder, nb = run_outside_repository(path, dict(ONE_EPOCH, data_dir=data_dir))
+    folder, nb = run_outside_repository(path, quick_parameters(path, data_dir))
 
     checkpoint = torch.load(folder / "checkpoint.pth", map_location="cpu", weights_only=True)
     architecture = {k: checkpoint[k] for k in ("input_size", "output_size", "hidden_layers", "drop_p")}
@@ -193,3 +210,46 @@ def test_main_job_reports_one_line_per_notebook(tmp_path, data_dir):
     assert re.fullmatch(rf"{subset}\s+zh-CN\s+\d+\.\d\s+0\.\d{{4}}", lines[1]), lines
     assert lines[-1].startswith("1 notebooks ran, 0 failed")
     shutil.rmtree(tmp_path)
+
+
+def test_lesson_2_leaves_resumable_checkpoints(run_outside_repository, data_dir):
+    path = REPO / "notebooks" / "en" / "02-checkpoints-and-resuming-training.ipynb"
+    parameters = quick_parameters(path, data_dir)
+    folder, nb = run_outside_repository(path, parameters)
+
+    text = "".join(o.get("text", "") for c in code_cells(nb) for o in c.outputs)
+    assert "bit-identical weights: True" in text and "same history: True" in text
+    latest = fc_model.load_checkpoint(folder / "checkpoints" / "latest.pt")
+    steps_per_epoch = -(-parameters["train_size"] // 64)
+    assert (latest["epoch"], latest["step"]) == (3, 3 * steps_per_epoch)
+    best = fc_model.load_checkpoint(folder / "checkpoints" / "best.pt")
+    assert best["best_accuracy"] == max(r["test_accuracy"] for r in latest["history"])
+
+
+@pytest.mark.parametrize("parameters, message", [
+    ({"stop_after": 2, "epochs": 2}, "stop_after (2) must be less than epochs (2)"),
+    ({"train_size": 70000}, "train_size can be at most 60000"),
+])
+def test_lesson_2_bad_parameters(parameters, message, tmp_path):
+    path = REPO / "notebooks" / "en" / "02-checkpoints-and-resuming-training.ipynb"
+    with pytest.raises(papermill.PapermillExecutionError) as info:
+        run_notebooks.run_notebook(path, tmp_path, parameters)
+    assert message in info.value.evalue
+
+
+def test_lesson_3_files_are_real_and_the_payload_never_ran(run_outside_repository, data_dir):
+    path = REPO / "notebooks" / "en" / "03-whole-models-safe-loading-and-formats.ipynb"
+    folder, nb = run_outside_repository(path, quick_parameters(path, data_dir))
+
+    saved = folder / "saved_models"
+    assert not (saved / "payload_ran.txt").exists()
+    text = "".join(o.get("text", "") for c in code_cells(nb) for o in c.outputs)
+    assert "marker file exists: False" in text
+    assert "fc_model imported by the child process: False" in text
+    network = fc_model.load_safetensors(saved / "model.safetensors")
+    testset = datasets.FashionMNIST(data_dir, train=False, transform=TRANSFORM)
+    _, accuracy = fc_model.validation(network, torch.utils.data.DataLoader(testset, batch_size=1000),
+                                      nn.NLLLoss())
+    assert accuracy > 0.75  # the trained network, not an untrained one
+    with pytest.raises(fc_model.CheckpointError, match="found io.open"):
+        fc_model.load_checkpoint(saved / "evil_checkpoint.pth")
