@@ -33,7 +33,8 @@ Lessons 1 and 2 saved `state_dict`s: tensors and plain values. People also save,
         zh="""## 导入模块和参数""",
     ),
     Code(
-        en="""import json
+        en="""import io
+import json
 import pickle
 import subprocess
 import sys
@@ -210,9 +211,9 @@ Below we plant a harmless payload: an object whose unpickling would open (and so
 marker.unlink(missing_ok=True)
 
 class Payload:
-    # Unpickling this object would call open(marker, 'w'), creating the marker file
+    # Unpickling this object would call io.open(marker, 'w'), creating the marker file
     def __reduce__(self):
-        return (open, (str(marker), 'w'))
+        return (io.open, (str(marker), 'w'))
 
 evil_path = model_dir / 'evil_checkpoint.pth'
 torch.save({'state_dict': model.state_dict(), 'extra': Payload()}, evil_path)
@@ -233,9 +234,9 @@ print("marker file exists:", marker.exists())""",
 marker.unlink(missing_ok=True)
 
 class Payload:
-    # 反序列化这个对象会调用 open(marker, 'w')，从而创建标记文件
+    # 反序列化这个对象会调用 io.open(marker, 'w')，从而创建标记文件
     def __reduce__(self):
-        return (open, (str(marker), 'w'))
+        return (io.open, (str(marker), 'w'))
 
 evil_path = model_dir / 'evil_checkpoint.pth'
 torch.save({'state_dict': model.state_dict(), 'extra': Payload()}, evil_path)
@@ -254,8 +255,8 @@ assert not marker.exists(), "the payload ran!"
 print("marker file exists:", marker.exists())""",
     ),
     Markdown(
-        en="""`get_unsafe_globals_in_checkpoint` reads the file without unpickling it, so it is a safe way to look inside a suspicious file. Had we passed `weights_only=False`, `open` would have been called and the marker created; a real attacker would call something far worse. (`weights_only=True` has had bugs of its own, so keep PyTorch up to date, and prefer formats that hold no code.)""",
-        zh="""`get_unsafe_globals_in_checkpoint` 读取文件时不会进行反序列化，因此用它检查可疑文件是安全的。如果我们传入了 `weights_only=False`，`open` 就会被调用，标记文件也会被创建；真正的攻击者调用的会是危险得多的东西。（`weights_only=True` 本身也出现过漏洞，所以要及时更新 PyTorch，并优先使用不包含代码的格式。）""",
+        en="""`get_unsafe_globals_in_checkpoint` reads the file without unpickling it, so it is a safe way to look inside a suspicious file. Had we passed `weights_only=False`, `io.open` would have been called and the marker created; a real attacker would call something far worse. (`weights_only=True` has had bugs of its own, so keep PyTorch up to date, and prefer formats that hold no code.)""",
+        zh="""`get_unsafe_globals_in_checkpoint` 读取文件时不会进行反序列化，因此用它检查可疑文件是安全的。如果我们传入了 `weights_only=False`，`io.open` 就会被调用，标记文件也会被创建；真正的攻击者调用的会是危险得多的东西。（`weights_only=True` 本身也出现过漏洞，所以要及时更新 PyTorch，并优先使用不包含代码的格式。）""",
     ),
     Markdown(
         en="""## safetensors: weights with nothing to execute
