@@ -60,10 +60,12 @@ The next cell holds every setting of this notebook. It is tagged `parameters`, s
 device = "auto"                        # "auto", "cpu", "cuda" or "mps"; "auto" picks the fastest available
 data_dir = "~/.pytorch/F_MNIST_data/"  # where torchvision keeps Fashion-MNIST
 seed = 7                               # fixes the initial weights, the data order and dropout""",
-        zh="""epochs = 2                             # 遍历 60,000 张训练图像的轮数
-device = "auto"                        # "auto"、"cpu"、"cuda" 或 "mps"；"auto" 会选择可用的最快设备
-data_dir = "~/.pytorch/F_MNIST_data/"  # torchvision 存放 Fashion-MNIST 的目录
-seed = 7                               # 固定初始权重、数据顺序和 dropout""",
+        zh_comments={
+            '# passes over the 60,000 training images': '# 遍历 60,000 张训练图像的轮数',
+            '# "auto", "cpu", "cuda" or "mps"; "auto" picks the fastest available': '# "auto"、"cpu"、"cuda" 或 "mps"；"auto" 会选择可用的最快设备',
+            '# where torchvision keeps Fashion-MNIST': '# torchvision 存放 Fashion-MNIST 的目录',
+            '# fixes the initial weights, the data order and dropout': '# 固定初始权重、数据顺序和 dropout',
+        },
         tags=("parameters",),
     ),
     Markdown(
@@ -100,19 +102,11 @@ testset = datasets.FashionMNIST(data_dir, download=True, train=False, transform=
 testloader = torch.utils.data.DataLoader(testset, batch_size=64)
 
 print(len(trainset), "training images,", len(testset), "test images")""",
-        zh="""# 定义对数据做归一化的变换
-transform = transforms.Compose([transforms.ToTensor(),
-                                transforms.Normalize((0.5,), (0.5,))])
-
-# 训练数据，每轮都会打乱顺序
-trainset = datasets.FashionMNIST(data_dir, download=True, train=True, transform=transform)
-trainloader = torch.utils.data.DataLoader(trainset, batch_size=64, shuffle=True)
-
-# 测试数据：计算准确率时顺序无关紧要
-testset = datasets.FashionMNIST(data_dir, download=True, train=False, transform=transform)
-testloader = torch.utils.data.DataLoader(testset, batch_size=64)
-
-print(len(trainset), "training images,", len(testset), "test images")""",
+        zh_comments={
+            '# Define a transform to normalize the data': '# 定义对数据做归一化的变换',
+            '# The training data, shuffled at every epoch': '# 训练数据，每轮都会打乱顺序',
+            '# The test data: its order does not matter for measuring accuracy': '# 测试数据：计算准确率时顺序无关紧要',
+        },
     ),
     Markdown(
         en="""Here is one of the images. `helper.imshow` undoes the normalisation before drawing it in grey.""",
@@ -135,10 +129,9 @@ The model architecture and the training loop live in `fc_model`, so this noteboo
 model = fc_model.Network(784, 10, [512, 256, 128])
 criterion = nn.NLLLoss()
 optimizer = optim.Adam(model.parameters(), lr=0.001)""",
-        zh="""# 创建网络，定义损失函数和优化器
-model = fc_model.Network(784, 10, [512, 256, 128])
-criterion = nn.NLLLoss()
-optimizer = optim.Adam(model.parameters(), lr=0.001)""",
+        zh_comments={
+            '# Create the network, define the criterion and optimizer': '# 创建网络，定义损失函数和优化器',
+        },
     ),
     Code(
         en="""history = fc_model.train(model, trainloader, testloader, criterion, optimizer,
@@ -207,12 +200,9 @@ try:
     other_model.load_state_dict(state_dict)
 except RuntimeError as error:
     print(error)""",
-        zh="""other_model = fc_model.Network(784, 10, [400, 200, 100])
-try:
-    # 这里会失败：张量尺寸不匹配
-    other_model.load_state_dict(state_dict)
-except RuntimeError as error:
-    print(error)""",
+        zh_comments={
+            '# This fails: the tensor sizes do not match': '# 这里会失败：张量尺寸不匹配',
+        },
     ),
     Markdown(
         en="""## A checkpoint that knows its architecture
@@ -247,16 +237,9 @@ print({key: value for key, value in checkpoint.items() if key != 'state_dict'})"
     model.load_state_dict(checkpoint['state_dict'])
     model.eval()
     return model""",
-        zh="""def load_checkpoint(filepath, map_location='cpu'):
-    # 重建上一个单元格保存的网络
-    checkpoint = torch.load(filepath, map_location=map_location, weights_only=True)
-    model = fc_model.Network(checkpoint['input_size'],
-                             checkpoint['output_size'],
-                             checkpoint['hidden_layers'],
-                             checkpoint['drop_p'])
-    model.load_state_dict(checkpoint['state_dict'])
-    model.eval()
-    return model""",
+        zh_comments={
+            '# Rebuild a network saved by the cell above': '# 重建上一个单元格保存的网络',
+        },
     ),
     Code(
         en="""loaded_model = load_checkpoint('checkpoint.pth', map_location=device)

@@ -55,13 +55,15 @@ device = "auto"                        # "auto", "cpu", "cuda" or "mps"
 data_dir = "~/.pytorch/F_MNIST_data/"  # where torchvision keeps Fashion-MNIST
 checkpoint_dir = "checkpoints"         # where this notebook writes its checkpoints
 seed = 7                               # fixes the initial weights, the data order and dropout""",
-        zh="""epochs = 2                             # 遍历训练图像的总轮数
-stop_after = 1                         # 模拟中断之前训练的轮数（须小于 epochs）
-train_size = 60000                     # 使用的训练图像数量；越少运行越快
-device = "auto"                        # "auto"、"cpu"、"cuda" 或 "mps"
-data_dir = "~/.pytorch/F_MNIST_data/"  # torchvision 存放 Fashion-MNIST 的目录
-checkpoint_dir = "checkpoints"         # 本 notebook 写入检查点的目录
-seed = 7                               # 固定初始权重、数据顺序和 dropout""",
+        zh_comments={
+            '# total passes over the training images': '# 遍历训练图像的总轮数',
+            '# epochs before the simulated interruption (less than epochs)': '# 模拟中断之前训练的轮数（须小于 epochs）',
+            '# training images to use; fewer make a quicker run': '# 使用的训练图像数量；越少运行越快',
+            '# "auto", "cpu", "cuda" or "mps"': '# "auto"、"cpu"、"cuda" 或 "mps"',
+            '# where torchvision keeps Fashion-MNIST': '# torchvision 存放 Fashion-MNIST 的目录',
+            '# where this notebook writes its checkpoints': '# 本 notebook 写入检查点的目录',
+            '# fixes the initial weights, the data order and dropout': '# 固定初始权重、数据顺序和 dropout',
+        },
         tags=("parameters",),
     ),
     Code(
@@ -127,17 +129,9 @@ def training_step(model, optimizer):
 training_step(model, sgd)
 for index, state in sgd.state_dict()['state'].items():
     print(index, {name: tuple(value.shape) for name, value in state.items()})""",
-        zh="""images, labels = next(iter(trainloader))
-
-def training_step(model, optimizer):
-    # 在上面这批数据上训练一步
-    optimizer.zero_grad()
-    criterion(model(images), labels).backward()
-    optimizer.step()
-
-training_step(model, sgd)
-for index, state in sgd.state_dict()['state'].items():
-    print(index, {name: tuple(value.shape) for name, value in state.items()})""",
+        zh_comments={
+            '# One step of training on the batch above': '# 在上面这批数据上训练一步',
+        },
     ),
     Markdown(
         en="""Adam, which lesson 1 used, keeps even more per parameter: the step count and running averages of the gradient (`exp_avg`) and of its square (`exp_avg_sq`). Together they are as large as the model twice over.""",
@@ -174,21 +168,10 @@ training_step(fresh_model, fresh_adam)
 for name, other in [("restored optimizer", restored_model), ("fresh optimizer", fresh_model)]:
     same = all(torch.equal(a, b) for a, b in zip(model.parameters(), other.parameters()))
     print(f"{name}: same weights as the original run? {same}")""",
-        zh="""restored_model, fresh_model = copy.deepcopy(model), copy.deepcopy(model)
-restored_adam = optim.Adam(restored_model.parameters(), lr=0.001)
-restored_adam.load_state_dict(copy.deepcopy(adam.state_dict()))  # 副本，与从文件加载时一样
-fresh_adam = optim.Adam(fresh_model.parameters(), lr=0.001)
-
-torch.manual_seed(seed)
-training_step(model, adam)             # 原来的训练继续进行
-torch.manual_seed(seed)
-training_step(restored_model, restored_adam)
-torch.manual_seed(seed)
-training_step(fresh_model, fresh_adam)
-
-for name, other in [("restored optimizer", restored_model), ("fresh optimizer", fresh_model)]:
-    same = all(torch.equal(a, b) for a, b in zip(model.parameters(), other.parameters()))
-    print(f"{name}: same weights as the original run? {same}")""",
+        zh_comments={
+            '# a copy, like a file gives': '# 副本，与从文件加载时一样',
+            '# the original run goes on': '# 原来的训练继续进行',
+        },
     ),
     Markdown(
         en="""## A general checkpoint
@@ -213,16 +196,9 @@ try:
     torch.load(recipe_path, weights_only=True)
 except pickle.UnpicklingError as error:
     print(next(line.strip() for line in str(error).splitlines() if 'Unsupported global' in line))""",
-        zh="""recipe_path = checkpoint_dir / 'recipe.tar'
-torch.save({'epoch': 1,
-            'model_state_dict': model.state_dict(),
-            'optimizer_state_dict': adam.state_dict(),
-            'loss': criterion},        # 损失模块，而不是数字
-           recipe_path)
-try:
-    torch.load(recipe_path, weights_only=True)
-except pickle.UnpicklingError as error:
-    print(next(line.strip() for line in str(error).splitlines() if 'Unsupported global' in line))""",
+        zh_comments={
+            '# a loss module, not a number': '# 损失模块，而不是数字',
+        },
     ),
     Markdown(
         en="""- **Store the random-number-generator states**. Shuffling the data and dropout both draw random numbers. To continue *identically*, the generator must be where it was when the checkpoint was written.
@@ -286,17 +262,10 @@ optimizer_b = optim.Adam(model_b.parameters(), lr=0.001)
 fc_model.train(model_b, trainloader, testloader, criterion, optimizer_b, epochs=stop_after,
                device=device, checkpoint_path=latest_path, best_path=best_path)
 del model_b, optimizer_b               # as if the process had ended""",
-        zh="""latest_path = checkpoint_dir / 'latest.pt'
-best_path = checkpoint_dir / 'best.pt'
-latest_path.unlink(missing_ok=True)    # 从头开始
-best_path.unlink(missing_ok=True)
-
-torch.manual_seed(seed)
-model_b = fc_model.Network(784, 10, [512, 256, 128])
-optimizer_b = optim.Adam(model_b.parameters(), lr=0.001)
-fc_model.train(model_b, trainloader, testloader, criterion, optimizer_b, epochs=stop_after,
-               device=device, checkpoint_path=latest_path, best_path=best_path)
-del model_b, optimizer_b               # 就像进程已经结束""",
+        zh_comments={
+            '# start from scratch': '# 从头开始',
+            '# as if the process had ended': '# 就像进程已经结束',
+        },
         tags=("nbval-ignore-output",),
     ),
     Markdown(
@@ -333,18 +302,9 @@ print("bit-identical Adam state:", same_adam_state)
 print("same history:", history_a == history_c)
 if device.type == "cpu":
     assert same_weights and same_adam_state and history_a == history_c""",
-        zh="""def same_tensors(first, second):
-    # 两个序列中的张量完全相等时返回 True
-    return all(torch.equal(a, b) for a, b in zip(first, second))
-
-same_weights = same_tensors(model_a.state_dict().values(), model_c.state_dict().values())
-state_a, state_c = optimizer_a.state_dict()['state'], optimizer_c.state_dict()['state']
-same_adam_state = all(same_tensors(state_a[i].values(), state_c[i].values()) for i in state_a)
-print("bit-identical weights:", same_weights)
-print("bit-identical Adam state:", same_adam_state)
-print("same history:", history_a == history_c)
-if device.type == "cpu":
-    assert same_weights and same_adam_state and history_a == history_c""",
+        zh_comments={
+            '# True when both sequences hold exactly equal tensors': '# 两个序列中的张量完全相等时返回 True',
+        },
     ),
     Markdown(
         en="""### What makes this possible, and what breaks it

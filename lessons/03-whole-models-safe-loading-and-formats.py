@@ -56,11 +56,13 @@ device = "auto"                        # "auto", "cpu", "cuda" or "mps"
 data_dir = "~/.pytorch/F_MNIST_data/"  # where torchvision keeps Fashion-MNIST
 model_dir = "saved_models"             # where this notebook writes its files
 seed = 7                               # fixes the initial weights, the data order and dropout""",
-        zh="""epochs = 1                             # 遍历训练图像的轮数
-device = "auto"                        # "auto"、"cpu"、"cuda" 或 "mps"
-data_dir = "~/.pytorch/F_MNIST_data/"  # torchvision 存放 Fashion-MNIST 的目录
-model_dir = "saved_models"             # 本 notebook 写入文件的目录
-seed = 7                               # 固定初始权重、数据顺序和 dropout""",
+        zh_comments={
+            '# passes over the training images': '# 遍历训练图像的轮数',
+            '# "auto", "cpu", "cuda" or "mps"': '# "auto"、"cpu"、"cuda" 或 "mps"',
+            '# where torchvision keeps Fashion-MNIST': '# torchvision 存放 Fashion-MNIST 的目录',
+            '# where this notebook writes its files': '# 本 notebook 写入文件的目录',
+            '# fixes the initial weights, the data order and dropout': '# 固定初始权重、数据顺序和 dropout',
+        },
         tags=("parameters",),
     ),
     Code(
@@ -129,18 +131,10 @@ try:
     torch.load(tiny_path, weights_only=False)   # only because we made this file ourselves
 except AttributeError as error:
     print(type(error).__name__ + ":", error)""",
-        zh="""class TinyNet(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.linear = nn.Linear(4, 2)
-
-tiny_path = model_dir / 'tiny_model.pth'
-torch.save(TinyNet(), tiny_path)
-del TinyNet                            # 代码没了，就像在另一个程序里
-try:
-    torch.load(tiny_path, weights_only=False)   # 仅因为这个文件是我们自己生成的
-except AttributeError as error:
-    print(type(error).__name__ + ":", error)""",
+        zh_comments={
+            '# the code is gone, as in another program': '# 代码没了，就像在另一个程序里',
+            '# only because we made this file ourselves': '# 仅因为这个文件是我们自己生成的',
+        },
     ),
     Markdown(
         en="""Since PyTorch 2.6, `torch.load` uses `weights_only=True` by default. It rebuilds tensors, numbers, strings and containers, and refuses every other class unless you allow it. Our whole-model file is refused:""",
@@ -175,20 +169,9 @@ with torch.serialization.safe_globals([known_classes[name] for name in needed]):
 with torch.no_grad():
     assert torch.equal(whole_model(test_images), model(test_images))
 print(type(whole_model).__name__, "loaded; same predictions as the trained model")""",
-        zh="""known_classes = {'fc_model.Network': fc_model.Network,
-                 'torch.nn.modules.container.ModuleList': nn.ModuleList,
-                 'torch.nn.modules.linear.Linear': nn.Linear,
-                 'torch.nn.modules.dropout.Dropout': nn.Dropout}
-needed = torch.serialization.get_unsafe_globals_in_checkpoint(whole_path)
-unknown = set(needed) - set(known_classes)
-assert not unknown, f"the file needs classes we do not trust: {unknown}"
-
-with torch.serialization.safe_globals([known_classes[name] for name in needed]):
-    whole_model = torch.load(whole_path, map_location=device)   # 默认即 weights_only=True
-
-with torch.no_grad():
-    assert torch.equal(whole_model(test_images), model(test_images))
-print(type(whole_model).__name__, "loaded; same predictions as the trained model")""",
+        zh_comments={
+            '# weights_only=True, the default': '# 默认即 weights_only=True',
+        },
     ),
     Markdown(
         en="""`torch.load(path, weights_only=False)` would also load it, by running the full unpickler. That is acceptable only for a file you made yourself and that nobody could have changed since. For anything downloaded, shared or received, use `weights_only=True` (with `safe_globals` for classes you trust), or better a format that cannot hold code at all. The next section shows why.""",
@@ -230,29 +213,9 @@ except fc_model.CheckpointError as error:
 
 assert not marker.exists(), "the payload ran!"
 print("marker file exists:", marker.exists())""",
-        zh="""marker = model_dir / 'payload_ran.txt'
-marker.unlink(missing_ok=True)
-
-class Payload:
-    # 反序列化这个对象会调用 io.open(marker, 'w')，从而创建标记文件
-    def __reduce__(self):
-        return (io.open, (str(marker), 'w'))
-
-evil_path = model_dir / 'evil_checkpoint.pth'
-torch.save({'state_dict': model.state_dict(), 'extra': Payload()}, evil_path)
-print("the file asks for:", torch.serialization.get_unsafe_globals_in_checkpoint(evil_path))
-
-try:
-    torch.load(evil_path, weights_only=True)
-except pickle.UnpicklingError:
-    print("torch.load(weights_only=True) refused the file")
-try:
-    fc_model.load_checkpoint(evil_path)
-except fc_model.CheckpointError as error:
-    print(error)
-
-assert not marker.exists(), "the payload ran!"
-print("marker file exists:", marker.exists())""",
+        zh_comments={
+            "# Unpickling this object would call io.open(marker, 'w'), creating the marker file": "# 反序列化这个对象会调用 io.open(marker, 'w')，从而创建标记文件",
+        },
     ),
     Markdown(
         en="""`get_unsafe_globals_in_checkpoint` reads the file without unpickling it, so it is a safe way to look inside a suspicious file. Had we passed `weights_only=False`, `io.open` would have been called and the marker created; a real attacker would call something far worse. (`weights_only=True` has had bugs of its own, so keep PyTorch up to date, and prefer formats that hold no code.)""",
@@ -274,8 +237,8 @@ print("marker file exists:", marker.exists())""",
         en="""safetensors_path = model_dir / 'model.safetensors'
 fc_model.save_safetensors(safetensors_path, model)
 with safe_open(safetensors_path, framework='pt') as file:
-    print("metadata:", file.metadata())
-    print("tensors: ", list(file.keys()))""",
+    print("metadata:", dict(sorted(file.metadata().items())))
+    print("tensors: ", sorted(file.keys()))""",
     ),
     Markdown(
         en="""The metadata is enough to rebuild the network without any other information: read the architecture, build `fc_model.Network(**architecture)` and load the tensors. That is what `fc_model.load_safetensors` does (it also checks every step and names the file when something is wrong):""",
@@ -283,17 +246,6 @@ with safe_open(safetensors_path, framework='pt') as file:
     ),
     Code(
         en="""with safe_open(safetensors_path, framework='pt') as file:
-    architecture = json.loads(file.metadata()['architecture'])
-rebuilt = fc_model.Network(**architecture)
-rebuilt.load_state_dict(load_file(safetensors_path))
-rebuilt.to(device).eval()
-
-loaded = fc_model.load_safetensors(safetensors_path, map_location=device)
-with torch.no_grad():
-    assert torch.equal(rebuilt(test_images), model(test_images))
-    assert torch.equal(loaded(test_images), model(test_images))
-print("rebuilt from the metadata alone:", architecture)""",
-        zh="""with safe_open(safetensors_path, framework='pt') as file:
     architecture = json.loads(file.metadata()['architecture'])
 rebuilt = fc_model.Network(**architecture)
 rebuilt.load_state_dict(load_file(safetensors_path))
@@ -336,28 +288,9 @@ sizes = {'torch.load': state_dict_path, 'torch.load(mmap=True)': state_dict_path
 print(f"{'how':24}{'file size':>12}{'load time':>12}")
 for name, load in loaders.items():
     print(f"{name:24}{sizes[name].stat().st_size / 1e6:>9.2f} MB{best_time(load):>9.2f} ms")""",
-        zh="""state_dict_path = model_dir / 'state_dict.pth'
-torch.save(model.state_dict(), state_dict_path)
-
-def best_time(load, repeats=20):
-    # 多次加载中最快的一次，单位为毫秒
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        load()
-        times.append(time.perf_counter() - start)
-    return 1000 * min(times)
-
-loaders = {
-    'torch.load': lambda: torch.load(state_dict_path, weights_only=True),
-    'torch.load(mmap=True)': lambda: torch.load(state_dict_path, weights_only=True, mmap=True),
-    'safetensors load_file': lambda: load_file(safetensors_path),
-}
-sizes = {'torch.load': state_dict_path, 'torch.load(mmap=True)': state_dict_path,
-         'safetensors load_file': safetensors_path}
-print(f"{'how':24}{'file size':>12}{'load time':>12}")
-for name, load in loaders.items():
-    print(f"{name:24}{sizes[name].stat().st_size / 1e6:>9.2f} MB{best_time(load):>9.2f} ms")""",
+        zh_comments={
+            '# The fastest of several loads, in milliseconds': '# 多次加载中最快的一次，单位为毫秒',
+        },
         tags=("nbval-ignore-output",),
     ),
     Markdown(
@@ -408,23 +341,6 @@ print(f"{export_path.name}: {export_path.stat().st_size / 1e6:.2f} MB")""",
     ),
     Code(
         en="""torch.save(example, model_dir / 'example_images.pt')
-child_code = f'''
-import sys, torch
-program = torch.export.load({str(export_path)!r})
-images = torch.load({str(model_dir / 'example_images.pt')!r}, weights_only=True)
-torch.save(program.module()(images), {str(model_dir / 'exported_predictions.pt')!r})
-print("fc_model imported by the child process:", 'fc_model' in sys.modules)
-'''
-result = subprocess.run([sys.executable, '-c', child_code], capture_output=True, text=True, check=True)
-print(result.stdout.strip())
-
-exported_predictions = torch.load(model_dir / 'exported_predictions.pt', weights_only=True)
-with torch.no_grad():
-    expected = cpu_model(example)
-assert torch.allclose(exported_predictions, expected, atol=1e-6)
-assert torch.equal(exported_predictions.argmax(dim=1), expected.argmax(dim=1))
-print("the exported program predicts the same classes for all", len(example), "images")""",
-        zh="""torch.save(example, model_dir / 'example_images.pt')
 child_code = f'''
 import sys, torch
 program = torch.export.load({str(export_path)!r})

@@ -65,6 +65,16 @@ def test_strip_comments_keeps_code_and_hash_in_strings():
     assert build_notebooks.strip_comments(source) == 'x = "#1"\ny = 2'
 
 
+def test_comment_translation_changes_comments_only():
+    source = 'x = "# not a comment"  # set x\n# done'
+    translated = build_notebooks.translate_comments(source, {"# set x": "# 设置 x", "# done": "# 完成"})
+    assert translated == 'x = "# not a comment"  # 设置 x\n# 完成'
+    with pytest.raises(ValueError, match="no Chinese translation for the comment '# done'"):
+        build_notebooks.translate_comments(source, {"# set x": "# 设置 x"})
+    with pytest.raises(ValueError, match="does not have"):
+        build_notebooks.translate_comments("x = 1", {"# typo": "# 错字"})
+
+
 def test_notebooks_and_readmes_match_their_sources():
     assert build_notebooks.check() == []
 
@@ -86,6 +96,10 @@ def test_notebook_shape(path):
         "committed outputs must come from one top-to-bottom run"
     errors = [o for c in cells for o in c.outputs if o.output_type == "error"]
     assert errors == []
+    # nbval does not compare images: check that every plotting cell did draw one
+    for cell in cells:
+        if re.search(r"helper\.(imshow|view_classify|plot_history)\(", cell.source):
+            assert any("image/png" in o.get("data", {}) for o in cell.outputs), cell.source
 
 
 # --------------------------------------------------------------------------- papermill runs
