@@ -85,18 +85,19 @@ def main():
     if not paths:
         parser.error(f"no notebook matches {args.names}")
     failures = 0
-    print(f"{'notebook':<36}{'language':<10}{'seconds':>8}  test accuracy", flush=True)
+    width = max(len(path.stem) for path in paths) + 2
+    print(f"{'notebook':<{width}}{'language':<10}{'seconds':>8}  test accuracy", flush=True)
     for path in paths:
         language = path.parent.name
         try:
             seconds, accuracy, _ = run_notebook(path, args.output / language, parameters)
         except papermill.PapermillExecutionError as error:
             failures += 1
-            print(f"{path.stem:<36}{language:<10}  FAILED in cell {error.exec_count}: "
+            print(f"{path.stem:<{width}}{language:<10}  FAILED in cell {error.exec_count}: "
                   f"{error.ename}: {error.evalue}", flush=True)
             continue
         shown = "-" if accuracy is None else f"{accuracy:.4f}"
-        print(f"{path.stem:<36}{language:<10}{seconds:>8.1f}  {shown}", flush=True)
+        print(f"{path.stem:<{width}}{language:<10}{seconds:>8.1f}  {shown}", flush=True)
     print(f"{len(paths) - failures} notebooks ran, {failures} failed; outputs in {args.output}")
     return 1 if failures else 0
 
