@@ -181,9 +181,9 @@ def install_fashion_mnist(source, root=DEFAULT_DATA_DIR):
     return raw
 
 
-def _how_to_get_data(root):
+def _how_to_get_data(root, problem):
     return (
-        f"Fashion-MNIST is not in {fashion_mnist_raw_dir(root)} and could not be downloaded. "
+        f"Fashion-MNIST is not in {fashion_mnist_raw_dir(root)} and {problem}. "
         "Either connect to the internet and run again, or provide a local copy of the four "
         ".gz files: `python -m helper --source FOLDER --root "
         f"{root}`, set {SOURCE_ENV_VAR}=FOLDER, or on Debian/Ubuntu "
@@ -216,9 +216,11 @@ def prepare_fashion_mnist(root=DEFAULT_DATA_DIR, source=None, download=True):
             for train in (True, False):
                 datasets.FashionMNIST(root_path, train=train, download=True)
         except (OSError, RuntimeError) as err:
-            raise FashionMNISTError(f"{_how_to_get_data(root)} (download error: {err})") from None
+            raise FashionMNISTError(
+                f"{_how_to_get_data(root, 'could not be downloaded')} (download error: {err})"
+            ) from None
         return fashion_mnist_raw_dir(root)
-    raise FashionMNISTError(_how_to_get_data(root))
+    raise FashionMNISTError(_how_to_get_data(root, "downloading is turned off"))
 
 
 def main(argv=None):

@@ -34,7 +34,7 @@ The first code cell below only does something on Google Colab, where it installs
     Markdown(
         en="""## Imports
 
-`fc_model` holds the network and the training loop, `helper` the plots, the device choice and the data preparation. Both are small files next to the notebooks; read them whenever you want to see how something works.""",
+`fc_model` holds the network and the training loop, `helper` the plots, the device choice and the data preparation. Both are small files at the root of this repository; read them whenever you want to see how something works.""",
         zh="""## 导入模块
 
 `fc_model` 包含网络和训练循环，`helper` 负责绘图、选择设备和准备数据。它们都是放在本仓库根目录下的小文件，想了解实现细节时随时可以打开来看。""",
