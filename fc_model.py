@@ -448,12 +448,11 @@ def train(model, trainloader, testloader, criterion, optimizer, epochs=5,
     # batches already done in the unfinished epoch.
     progress = {"epoch": 0, "batch": 0, "step": 0, "loss": None, "running_loss": 0.0,
                 "best_accuracy": None, "history": []}
-    resumed_rng = None
+    resumed = None  # the checkpoint, until its generator states are restored
     if resume and Path(checkpoint_path).exists():
-        checkpoint = load_checkpoint(checkpoint_path, map_location=device)
-        restore(checkpoint, model, optimizer, path=checkpoint_path)
-        progress = {key: checkpoint[key] for key in progress}
-        resumed_rng = checkpoint["rng"]
+        resumed = load_checkpoint(checkpoint_path, map_location=device)
+        restore(resumed, model, optimizer, path=checkpoint_path)
+        progress = {key: resumed[key] for key in progress}
 
     def save(path, epoch, batch, epoch_start_rng):
         state = dict(progress, epoch=epoch, batch=batch)
@@ -462,18 +461,16 @@ def train(model, trainloader, testloader, criterion, optimizer, epochs=5,
     for epoch in range(progress["epoch"], epochs):
         model.train()
         skip = progress["batch"] if epoch == progress["epoch"] else 0
-        if resumed_rng is not None and skip:
-            # Same generator state as when this epoch began: same shuffling.
-            set_rng_state(checkpoint["epoch_start_rng"])
-        elif resumed_rng is not None:
-            set_rng_state(resumed_rng)
+        if resumed is not None:
+            # Stopped mid-epoch: back to the state at the epoch's start, for the same shuffling.
+            set_rng_state(resumed["epoch_start_rng"] if skip else resumed["rng"])
         epoch_start_rng = rng_state()
         batches = iter(trainloader)
         for _ in range(skip):
             next(batches)
-        if resumed_rng is not None and skip:
-            set_rng_state(resumed_rng)  # same dropout masks from here on
-        resumed_rng = None
+        if resumed is not None and skip:
+            set_rng_state(resumed["rng"])  # same dropout masks from here on
+        resumed = None
 
         for batch, (images, labels) in enumerate(batches, start=skip + 1):
             progress["step"] += 1
