@@ -20,9 +20,7 @@ import nbformat
 import papermill
 import yaml
 
-REPO = Path(__file__).resolve().parent.parent
-NOTEBOOKS = REPO / "notebooks"
-LANGUAGES = ("en", "zh-CN")
+from build_notebooks import LANGUAGES, NOTEBOOKS, REPO
 ACCURACY = re.compile(r"test accuracy[^:\n]*:\s*([01]\.\d+)", re.IGNORECASE)
 
 
