@@ -30,6 +30,8 @@ import torch.nn.functional as F
 from safetensors import SafetensorError
 from torch import nn
 
+from devices import check_device, model_device, move_to
+
 CHECKPOINT_FORMAT = "fc_model.checkpoint/1"
 SAFETENSORS_FORMAT = "fc_model.safetensors/1"
 
@@ -87,11 +89,6 @@ def check_positive_int(**values):
     for name, value in values.items():
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
-
-
-def model_device(model):
-    """The device holding the model's parameters."""
-    return next(model.parameters()).device
 
 
 def validation(model, loader, criterion, device=None):
@@ -231,6 +228,8 @@ def _file_kind(path):
 def _read(path, map_location):
     """``torch.load`` with ``weights_only=True``, every failure turned into a CheckpointError."""
     path = Path(path)
+    if isinstance(map_location, (str, torch.device)):
+        map_location = check_device(map_location)
     if _file_kind(path) == "safetensors":
         raise CheckpointError(
             f"{path} is a safetensors file, not a torch.save checkpoint: load it with "
@@ -276,6 +275,10 @@ def load_checkpoint(path, map_location="cpu"):
     ``output_size``, ``hidden_layers``, ``state_dict``); and a bare
     ``state_dict``, whose sizes are read off its weights (dropout 0.5 assumed).
     The last two come back with ``optimizer_state_dict`` set to None.
+
+    ``map_location`` says where the loaded tensors go (a device such as
+    ``"cpu"`` or ``"cuda"``, or anything ``torch.load`` accepts); it moves
+    no model. A device this machine lacks raises ``ValueError``.
 
     Raises ``CheckpointError``, naming the file, for a missing, truncated,
     random or foreign file, and for one that holds Python objects.
@@ -346,19 +349,21 @@ def save_safetensors(path, model):
 
 
 def load_safetensors(path, map_location="cpu"):
-    """Rebuild a ``Network`` from a file written by ``save_safetensors``, in eval mode.
+    """Rebuild a ``Network`` from a file written by ``save_safetensors``, on the device
+    ``map_location`` (default the CPU), in eval mode.
 
     Raises ``CheckpointError``, naming the file, when it is missing,
     truncated or random, of another format, or lacks valid architecture
-    metadata.
+    metadata; ``ValueError`` for a device this machine lacks.
     """
     path = Path(path)
+    device = check_device(map_location)
     if _file_kind(path) == "torch":
         raise CheckpointError(
             f"{path} is a torch.save file, not safetensors: load it with "
             "fc_model.load_network or fc_model.load_checkpoint")
     try:
-        with safetensors.safe_open(path, framework="pt", device=str(torch.device(map_location))) as f:
+        with safetensors.safe_open(path, framework="pt", device="cpu") as f:
             metadata = f.metadata() or {}
             tensors = {name: f.get_tensor(name) for name in f.keys()}
     except (SafetensorError, OSError, ValueError) as err:
@@ -377,25 +382,30 @@ def load_safetensors(path, map_location="cpu"):
             f"{path} has unusable architecture metadata {metadata['architecture']!r} ({err})") from None
     checkpoint = {"architecture": architecture, "model_state_dict": tensors,
                   "optimizer_state_dict": None}
-    restore(checkpoint, model, path=path)
-    return model.to(map_location).eval()
+    restore(checkpoint, model, path=path)  # on the CPU, where the tensors were read
+    return model.to(device).eval()
 
 
 def load_network(path, map_location="cpu"):
-    """Rebuild the ``Network`` saved in ``path``, in eval mode.
+    """Rebuild the ``Network`` saved in ``path`` on the device ``map_location``
+    (default the CPU), in eval mode.
 
     Accepts every kind ``load_checkpoint`` accepts, and safetensors files
-    written by ``save_safetensors``.
+    written by ``save_safetensors``. The tensors are loaded straight onto the
+    device and copied into a model that is already there, so the model, its
+    parameters and the file's tensors all end up on ``map_location``.
     """
+    device = check_device(map_location)
     if _file_kind(path) == "safetensors":
-        return load_safetensors(path, map_location)
-    checkpoint = load_checkpoint(path, map_location)
+        return load_safetensors(path, device)
+    checkpoint = load_checkpoint(path, device)
     try:
         model = Network(**checkpoint["architecture"])
     except (TypeError, ValueError) as err:
         raise CheckpointError(f"{path} has an unusable architecture: {err}") from None
+    model.to(device)
     restore(checkpoint, model, path=path)
-    return model.to(map_location).eval()
+    return model.eval()
 
 
 def train(model, trainloader, testloader, criterion, optimizer, epochs=5,
@@ -409,7 +419,7 @@ def train(model, trainloader, testloader, criterion, optimizer, epochs=5,
     once and kept in memory (on ``device``) for all evaluations.
 
     Args:
-        model: the network; it is moved to ``device``.
+        model: the network; it is moved to ``device``, with the optimizer's state.
         trainloader, testloader: iterables of (images, labels) batches.
         criterion: the loss, for example nn.NLLLoss().
         optimizer: built on ``model.parameters()``.
@@ -417,7 +427,8 @@ def train(model, trainloader, testloader, criterion, optimizer, epochs=5,
             those done before a resume (a positive integer).
         print_every: steps between progress lines (a positive integer).
         device: "cpu", "cuda", "mps" or a torch.device; by default the
-            model's own device.
+            model's own device. The model, the optimizer's state and every
+            batch are put there.
         checkpoint_path: if given, a general checkpoint is saved there at the
             end of every epoch and every ``checkpoint_every`` steps. Besides
             what ``save_checkpoint`` stores, it records ``epoch`` (epochs
@@ -440,8 +451,8 @@ def train(model, trainloader, testloader, criterion, optimizer, epochs=5,
         check_positive_int(checkpoint_every=checkpoint_every)
     if (resume or checkpoint_every) and checkpoint_path is None:
         raise ValueError("resume and checkpoint_every need a checkpoint_path")
-    device = model_device(model) if device is None else torch.device(device)
-    model.to(device)
+    device = model_device(model) if device is None else check_device(device, allow_meta=False)
+    move_to(device, model, optimizer)
     test_batches = _cached_batches(testloader, device)
 
     # Where to start: from scratch, or from the checkpoint. "batch" counts the

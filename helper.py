@@ -1,4 +1,4 @@
-"""Helpers for the lessons: devices, Fashion-MNIST on or off line, and plots.
+"""Helpers for the lessons: Fashion-MNIST on or off line, and plots.
 
 Run ``python -m helper --help`` to prepare Fashion-MNIST from a local copy
 (a workshop USB stick, or Debian's ``dataset-fashion-mnist`` package), so
@@ -37,59 +37,9 @@ IDX_FILES = {
     "t10k-labels-idx1-ubyte": (0x801, 10000),
 }
 
-DEVICE_TYPES = ("cpu", "cuda", "mps")
-
 
 class FashionMNISTError(RuntimeError):
     """Fashion-MNIST is missing or one of its files is damaged."""
-
-
-# --------------------------------------------------------------------------- devices
-
-def available_devices():
-    """Names of the device types this machine can use, for example ['cuda', 'cpu']."""
-    names = []
-    if torch.cuda.is_available():
-        names.append("cuda")
-    if torch.backends.mps.is_available():
-        names.append("mps")
-    names.append("cpu")
-    return names
-
-
-def get_device(name="auto"):
-    """Turn a device name into a ``torch.device``, checking that it exists here.
-
-    ``"auto"`` picks CUDA, then Apple MPS, then the CPU. ``"cpu"``, ``"cuda"``,
-    ``"cuda:1"`` and ``"mps"`` are taken as they are. An unknown name, or a
-    device this machine lacks, raises ``ValueError`` naming what is available.
-    """
-    available = available_devices()
-    if isinstance(name, torch.device):
-        name = str(name)
-    if not isinstance(name, str):
-        raise ValueError(f"device must be a string such as 'auto' or 'cpu', got {name!r}")
-    if name.strip().lower() == "auto":
-        return torch.device(available[0])
-    try:
-        device = torch.device(name.strip().lower())
-    except RuntimeError:
-        device = None
-    if device is None or device.type not in DEVICE_TYPES:
-        raise ValueError(
-            f"unknown device {name!r}: use 'auto' or one of {available} "
-            f"(the ones available on this machine)")
-    if device.type not in available:
-        raise ValueError(
-            f"device {name!r} is not available on this machine; available: {available} "
-            "(or 'auto' to pick the best of them)")
-    if device.type == "cuda" and device.index is not None \
-            and device.index >= torch.cuda.device_count():
-        raise ValueError(
-            f"device {name!r} does not exist: this machine has "
-            f"{torch.cuda.device_count()} CUDA device(s), cuda:0 to "
-            f"cuda:{torch.cuda.device_count() - 1}")
-    return device
 
 
 # --------------------------------------------------------------------------- data

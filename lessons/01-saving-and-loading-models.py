@@ -18,7 +18,7 @@ Training a network takes time, so you will want to keep a trained one and load i
 4. save a checkpoint that also stores the architecture, and rebuild the model from that file alone,
 5. check that the reloaded model predicts exactly what the trained one does.
 
-The first code cell below only does something on Google Colab, where it installs the companion modules `helper` and `fc_model`.""",
+The first code cell below only does something on Google Colab, where it installs the companion modules `helper`, `fc_model` and `devices`.""",
         zh="""# 保存和加载模型
 
 训练一个网络要花不少时间，所以我们通常会把训练好的模型保存下来，之后再加载，用来做预测或继续训练。在这节课里，你将：
@@ -29,21 +29,24 @@ The first code cell below only does something on Google Colab, where it installs
 4. 保存一个同时记录架构的检查点，只凭这个文件就能重建模型；
 5. 验证重新加载的模型与训练好的模型给出完全相同的预测。
 
-下面第一个代码单元格只在 Google Colab 上起作用：它会安装配套模块 `helper` 和 `fc_model`。""",
+下面第一个代码单元格只在 Google Colab 上起作用：它会安装配套模块 `helper`、`fc_model` 和 `devices`。""",
     ),
     Markdown(
         en="""## Imports
 
-`fc_model` holds the network and the training loop, `helper` the plots, the device choice and the data preparation. Both are small files at the root of this repository; read them whenever you want to see how something works.""",
+`fc_model` holds the network and the training loop, `helper` the plots and the data preparation, and `devices` the choice of device (CPU or GPU). All three are small files at the root of this repository; read them whenever you want to see how something works.""",
         zh="""## 导入模块
 
-`fc_model` 包含网络和训练循环，`helper` 负责绘图、选择设备和准备数据。它们都是放在本仓库根目录下的小文件，想了解实现细节时随时可以打开来看。""",
+`fc_model` 包含网络和训练循环，`helper` 负责绘图和准备数据，`devices` 负责选择设备（CPU 或 GPU）。它们都是放在本仓库根目录下的小文件，想了解实现细节时随时可以打开来看。""",
     ),
     Code(
-        en="""import torch
+        en="""import copy
+
+import torch
 from torch import nn, optim
 from torchvision import datasets, transforms
 
+import devices
 import fc_model
 import helper""",
     ),
@@ -74,7 +77,7 @@ seed = 7                               # fixes the initial weights, the data ord
     ),
     Code(
         en="""fc_model.check_positive_int(epochs=epochs)
-device = helper.get_device(device)
+device = devices.get_device(device)
 helper.prepare_fashion_mnist(data_dir)
 torch.manual_seed(seed)
 print(f"Training for {epochs} epoch(s) on {device}")""",
@@ -146,16 +149,26 @@ optimizer = optim.Adam(model.parameters(), lr=0.001)""",
 
 Training a network every time you need it is impractical. Instead, we save the trained network and load it later, to train it more or to make predictions.
 
-The parameters of a PyTorch network are stored in its `state_dict`, an ordered dictionary from layer names to tensors: the weight and bias of every layer. Dropout has no parameters, so it has no entry.""",
+What a PyTorch network has learnt is stored in its `state_dict`, an ordered dictionary that maps the name of every parameter *and buffer* to a tensor. Here that is the weight and the bias of every layer. Buffers are tensors a layer keeps without training them by gradient descent, such as the running statistics of batch normalisation; this network has none. Dropout has neither, so it has no entry.""",
         zh="""## 保存和加载网络
 
 每次要用网络时都重新训练一遍并不现实。更好的做法是保存训练好的网络，之后再加载，用来继续训练或进行预测。
 
-PyTorch 网络的参数保存在它的 `state_dict`（状态字典）中。这是一个有序字典，把层的名字映射到张量，也就是每一层的权重和偏置。dropout 没有参数，所以字典里没有它。""",
+PyTorch 网络学到的东西保存在它的 `state_dict`（状态字典）中。这是一个有序字典，把每个参数*和缓冲区*（buffer）的名字映射到一个张量。在这里，就是每一层的权重和偏置。缓冲区是层中保存的、但不通过梯度下降训练的张量，比如批量归一化（batch normalization）的滑动统计量；这个网络没有缓冲区。dropout 两者都没有，所以字典里没有它。""",
     ),
     Code(
         en="""print("Our model: \\n\\n", model, '\\n')
 print("The state dict keys: \\n\\n", model.state_dict().keys())""",
+    ),
+    Markdown(
+        en="""`state_dict()` copies nothing: its tensors *are* the model's parameters, so they change whenever training goes on. To keep a snapshot, for example the best weights so far, copy it with `copy.deepcopy` or save it to a file straight away. Comparing memory addresses shows the difference:""",
+        zh="""`state_dict()` 不会复制任何东西：其中的张量*就是*模型的参数本身，训练一继续，它们也跟着改变。如果要保留一份快照，比如迄今最好的权重，就要用 `copy.deepcopy` 复制一份，或者立即保存到文件中。比较一下内存地址就能看出区别：""",
+    ),
+    Code(
+        en="""live = model.state_dict()
+snapshot = copy.deepcopy(model.state_dict())
+print("state_dict() shares the model's memory:", live['output.bias'].data_ptr() == model.output.bias.data_ptr())
+print("a deep copy shares it:                 ", snapshot['output.bias'].data_ptr() == model.output.bias.data_ptr())""",
     ),
     Markdown(
         en="""The simplest thing to do is to save the state dict with `torch.save`, here to a file `checkpoint.pth` (`.pth` and `.pt` are the usual extensions for PyTorch files).""",
@@ -167,20 +180,20 @@ print("The state dict keys: \\n\\n", model.state_dict().keys())""",
     Markdown(
         en="""Then we load it with `torch.load`. Two arguments are worth writing out every time:
 
-- `weights_only=True` lets `torch.load` rebuild only tensors and plain Python containers and numbers. A `.pth` file is a Python pickle, and unpickling an arbitrary file can run any code hidden in it; with `weights_only=True` such a file is refused instead. It is the default since PyTorch 2.6, and writing it makes the intent clear on older versions too. Never pass `weights_only=False` for a file you did not make yourself (lesson 3 shows why).
-- `map_location` says where the tensors should go. A checkpoint saved on a GPU remembers its device; `map_location='cpu'` loads it on a machine without one.""",
+- `weights_only=True` lets `torch.load` rebuild only tensors and plain Python containers and numbers. Since PyTorch 1.6, a file written by `torch.save` is a zip archive holding a Python pickle (the structure of the saved object) and the raw data of each tensor. Unpickling an arbitrary file can run any code hidden in it; with `weights_only=True` such a file is refused instead. The option exists since PyTorch 1.13 and is the default since 2.6: on versions 1.13 to 2.5 you must write it to load safely, and on newer ones writing it does no harm. Never pass `weights_only=False` for a file you did not make yourself (lesson 3 shows why).
+- `map_location` says where the loaded *tensors* go. A checkpoint saved on a GPU remembers its device; `map_location='cpu'` loads it on a machine without one. It moves tensors, not models: more on that below.""",
         zh="""然后用 `torch.load` 把它加载回来。有两个参数值得每次都写上：
 
-- `weights_only=True` 让 `torch.load` 只重建张量以及普通的 Python 容器和数字。`.pth` 文件本质上是 Python 的 pickle，反序列化一个来路不明的文件可能执行其中暗藏的任意代码；使用 `weights_only=True` 时，这样的文件会被拒绝加载。从 PyTorch 2.6 起这是默认值，明确写出来也能让旧版本的行为一致、意图清楚。对于不是你自己生成的文件，千万不要传入 `weights_only=False`（第 3 课会说明原因）。
-- `map_location` 指定张量加载到哪里。在 GPU 上保存的检查点会记住它所在的设备；`map_location='cpu'` 可以让它在没有 GPU 的机器上加载。""",
+- `weights_only=True` 让 `torch.load` 只重建张量以及普通的 Python 容器和数字。从 PyTorch 1.6 起，`torch.save` 写出的文件是一个 zip 归档，里面有一个 Python pickle（记录所保存对象的结构）以及每个张量的原始数据。反序列化一个来路不明的文件可能执行其中暗藏的任意代码；使用 `weights_only=True` 时，这样的文件会被拒绝加载。这个选项从 PyTorch 1.13 开始提供，从 2.6 起成为默认值：在 1.13 到 2.5 版本中必须显式写出它才能安全加载，在更新的版本中写出来也没有坏处。对于不是你自己生成的文件，千万不要传入 `weights_only=False`（第 3 课会说明原因）。
+- `map_location` 指定加载出来的*张量*放到哪里。在 GPU 上保存的检查点会记住它所在的设备；`map_location='cpu'` 可以让它在没有 GPU 的机器上加载。它移动的是张量，而不是模型：后面会详细说明。""",
     ),
     Code(
         en="""state_dict = torch.load('checkpoint.pth', map_location='cpu', weights_only=True)
 print(state_dict.keys())""",
     ),
     Markdown(
-        en="""To load the state dict into a network, call `model.load_state_dict(state_dict)`. It copies every tensor into the matching parameter and reports the keys that matched.""",
-        zh="""要把状态字典加载到网络中，调用 `model.load_state_dict(state_dict)`。它会把每个张量复制到对应的参数中，并报告键的匹配情况。""",
+        en="""To load the state dict into a network, call `model.load_state_dict(state_dict)`. It copies every tensor into the parameter of the same name, and returns the keys that did *not* match: `missing_keys` (the model has them, the file does not) and `unexpected_keys` (the other way round). With the default `strict=True`, any such key raises an error instead, so a call that returns has matched them all:""",
+        zh="""要把状态字典加载到网络中，调用 `model.load_state_dict(state_dict)`。它会把每个张量复制到同名的参数中，并返回*没有*匹配上的键：`missing_keys`（模型有、文件里没有的）和 `unexpected_keys`（文件里有、模型没有的）。在默认的 `strict=True` 下，只要出现这样的键就会直接报错，因此调用能正常返回，就说明所有的键都匹配上了：""",
     ),
     Code(
         en="""model.load_state_dict(state_dict)""",
@@ -223,38 +236,54 @@ torch.save(checkpoint, 'checkpoint.pth')
 print({key: value for key, value in checkpoint.items() if key != 'state_dict'})""",
     ),
     Markdown(
-        en="""Now the checkpoint holds all the information needed to rebuild the trained model. A function that loads it reads the file (safely, onto the CPU unless told otherwise), builds a network of the saved architecture, loads the weights, and switches the network to evaluation mode with `eval()`, so that dropout is off for predictions.""",
-        zh="""现在检查点包含了重建训练好的模型所需的全部信息。加载它的函数会读取文件（安全加载，默认放到 CPU 上），按保存的架构构建网络，载入权重，再用 `eval()` 把网络切换到评估模式，这样做预测时 dropout 就不会起作用。""",
+        en="""Now the checkpoint holds all the information needed to rebuild the trained model. A function that loads it must put the model on the device where it will compute, and three separate things decide where tensors live:
+
+- `map_location` decides where the tensors *loaded from the file* go;
+- `load_state_dict` copies those tensors into the model's parameters, *wherever the parameters already are*: it never moves the model;
+- the model goes where `model.to(device)` puts it. A new `fc_model.Network` starts on the CPU.
+
+So loading with `map_location='cuda'` into a network built on the CPU leaves the network on the CPU, and the first GPU batch fed to it fails with a device-mismatch error. The function below reads the file (safely) onto `device`, builds a network of the saved architecture, moves it to `device`, copies the weights in, and switches it to evaluation mode with `eval()`, so that dropout is off for predictions.""",
+        zh="""现在检查点包含了重建训练好的模型所需的全部信息。加载它的函数必须把模型放到将要进行计算的设备上，而张量放在哪里，由三件互不相干的事情决定：
+
+- `map_location` 决定*从文件加载出来的*张量放到哪里；
+- `load_state_dict` 把这些张量复制到模型的参数中，*参数原来在哪里就留在哪里*：它从不移动模型；
+- 模型放在 `model.to(device)` 指定的地方。新建的 `fc_model.Network` 位于 CPU 上。
+
+因此，用 `map_location='cuda'` 加载、再载入到在 CPU 上构建的网络中，网络仍然留在 CPU 上，一旦给它输入 GPU 上的批次，就会因设备不一致而报错。下面的函数把文件（安全地）读到 `device` 上，按保存的架构构建网络，把网络移到 `device`，复制权重，再用 `eval()` 把网络切换到评估模式，这样做预测时 dropout 就不会起作用。""",
     ),
     Code(
-        en="""def load_checkpoint(filepath, map_location='cpu'):
-    # Rebuild a network saved by the cell above
-    checkpoint = torch.load(filepath, map_location=map_location, weights_only=True)
+        en="""def load_checkpoint(filepath, device='cpu'):
+    # Rebuild, on device, a network saved by the cell above
+    checkpoint = torch.load(filepath, map_location=device, weights_only=True)
     model = fc_model.Network(checkpoint['input_size'],
                              checkpoint['output_size'],
                              checkpoint['hidden_layers'],
                              checkpoint['drop_p'])
-    model.load_state_dict(checkpoint['state_dict'])
+    model.to(device)                                 # the parameters move to device ...
+    model.load_state_dict(checkpoint['state_dict'])  # ... and the saved values are copied into them
     model.eval()
     return model""",
         zh_comments={
-            '# Rebuild a network saved by the cell above': '# 重建上一个单元格保存的网络',
+            '# Rebuild, on device, a network saved by the cell above': '# 在 device 上重建上一个单元格保存的网络',
+            '# the parameters move to device ...': '# 参数移到 device 上……',
+            '# ... and the saved values are copied into them': '# ……再把保存的值复制进去',
         },
     ),
     Code(
-        en="""loaded_model = load_checkpoint('checkpoint.pth', map_location=device)
+        en="""loaded_model = load_checkpoint('checkpoint.pth', device)
 print(loaded_model)""",
     ),
     Markdown(
         en="""## Did it work?
 
-A saved model is only useful if it behaves like the one we trained. In evaluation mode both networks must give identical outputs for the same images, and the same accuracy on the whole test set. The cell stops with an `AssertionError` if they do not.""",
+A saved model is only useful if it behaves like the one we trained. The reloaded network must be on the same device as the trained one, and in evaluation mode both must give identical outputs for the same images, and the same accuracy on the whole test set. The cell stops with an `AssertionError` if they do not.""",
         zh="""## 真的成功了吗？
 
-只有当保存的模型与训练好的模型表现一致时，保存才有意义。在评估模式下，两个网络对同一批图像的输出必须完全相同，在整个测试集上的准确率也必须相同。如果不一致，这个单元格会以 `AssertionError` 停止。""",
+只有当保存的模型与训练好的模型表现一致时，保存才有意义。重新加载的网络必须和训练好的网络位于同一个设备上；在评估模式下，两个网络对同一批图像的输出必须完全相同，在整个测试集上的准确率也必须相同。如果不一致，这个单元格会以 `AssertionError` 停止。""",
     ),
     Code(
-        en="""model.eval()
+        en="""assert devices.model_device(loaded_model) == devices.model_device(model)
+model.eval()
 test_images, test_labels = next(iter(testloader))
 test_images = test_images.to(device)
 with torch.no_grad():
@@ -280,15 +309,17 @@ figure = helper.view_classify(test_images[0], probabilities)""",
     Markdown(
         en="""## Summary
 
-- A model's parameters live in its `state_dict`; save it with `torch.save(model.state_dict(), path)`.
-- Load with `torch.load(path, map_location=..., weights_only=True)`, then `model.load_state_dict(...)` on a model of the same architecture.
+- A model's parameters and buffers live in its `state_dict`; save it with `torch.save(model.state_dict(), path)`. It holds references to the live tensors: `copy.deepcopy` it to keep a snapshot.
+- Load with `torch.load(path, map_location=..., weights_only=True)`, then `model.load_state_dict(...)` on a model of the same architecture, which raises on any key or size that does not match.
+- `map_location` places the loaded tensors, `model.to(device)` places the model; `load_state_dict` copies values and moves nothing.
 - Store the architecture in the checkpoint, so the model can be rebuilt from the file alone, and call `eval()` before predicting.
 
 The next lesson saves more than the weights: the optimizer state and everything else needed to stop training and resume it exactly.""",
         zh="""## 小结
 
-- 模型的参数保存在 `state_dict` 中，用 `torch.save(model.state_dict(), path)` 保存。
-- 用 `torch.load(path, map_location=..., weights_only=True)` 加载，再对同样架构的模型调用 `model.load_state_dict(...)`。
+- 模型的参数和缓冲区保存在 `state_dict` 中，用 `torch.save(model.state_dict(), path)` 保存。它引用的是模型中正在使用的张量：要保留快照，就用 `copy.deepcopy` 复制一份。
+- 用 `torch.load(path, map_location=..., weights_only=True)` 加载，再对同样架构的模型调用 `model.load_state_dict(...)`；只要有键或尺寸不匹配，它就会报错。
+- `map_location` 决定加载出来的张量放在哪里，`model.to(device)` 决定模型放在哪里；`load_state_dict` 只复制数值，不移动任何东西。
 - 把架构一并存入检查点，这样只凭文件就能重建模型；预测之前记得调用 `eval()`。
 
 下一课将保存比权重更多的内容：优化器状态，以及精确地中断并恢复训练所需的一切。""",

@@ -44,6 +44,7 @@ import torch
 from torch import nn, optim
 from torchvision import datasets, transforms
 
+import devices
 import fc_model
 import helper""",
     ),
@@ -73,7 +74,7 @@ if stop_after >= epochs:
                      "so that some training is left to resume")
 if train_size > 60000:
     raise ValueError(f"train_size can be at most 60000 (the training set), got {train_size}")
-device = helper.get_device(device)
+device = devices.get_device(device)
 helper.prepare_fashion_mnist(data_dir)
 checkpoint_dir = Path(checkpoint_dir)
 checkpoint_dir.mkdir(parents=True, exist_ok=True)
@@ -114,8 +115,8 @@ sgd = optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
 print(sgd.state_dict())""",
     ),
     Markdown(
-        en="""After one training step it holds a *momentum buffer* for each of the 8 parameter tensors: a running average of past gradients that decides where the next step goes.""",
-        zh="""训练一步之后，它为 8 个参数张量各保存了一个*动量缓冲区*：这是过去梯度的滑动平均，决定了下一步往哪里走。""",
+        en="""After one training step it holds a *momentum buffer* for each of the 8 parameter tensors: an exponentially decaying sum of past gradients. At every step SGD multiplies the buffer by the momentum (0.9 here) and adds the new gradient (with the default `dampening=0`), then moves the weights along the buffer instead of along the gradient alone.""",
+        zh="""训练一步之后，它为 8 个参数张量各保存了一个*动量缓冲区*：这是过去梯度按指数衰减的累加和。每一步，SGD 先把缓冲区乘以动量（这里是 0.9），再加上新的梯度（默认 `dampening=0`），然后沿着缓冲区而不只是沿着当前梯度来更新权重。""",
     ),
     Code(
         en="""images, labels = next(iter(trainloader))
@@ -134,8 +135,8 @@ for index, state in sgd.state_dict()['state'].items():
         },
     ),
     Markdown(
-        en="""Adam, which lesson 1 used, keeps even more per parameter: the step count and running averages of the gradient (`exp_avg`) and of its square (`exp_avg_sq`). Together they are as large as the model twice over.""",
-        zh="""第 1 课使用的 Adam 为每个参数保存的信息更多：步数，以及梯度的滑动平均（`exp_avg`）和梯度平方的滑动平均（`exp_avg_sq`）。这些加起来是模型大小的两倍。""",
+        en="""Adam, which lesson 1 used, keeps even more per parameter: the step count and exponential moving averages of the gradient (`exp_avg`) and of its square (`exp_avg_sq`). Together they are as large as the model twice over.""",
+        zh="""第 1 课使用的 Adam 为每个参数保存的信息更多：步数，以及梯度的指数滑动平均（`exp_avg`）和梯度平方的指数滑动平均（`exp_avg_sq`）。这些加起来是模型大小的两倍。""",
     ),
     Code(
         en="""adam = optim.Adam(model.parameters(), lr=0.001)
@@ -203,12 +204,12 @@ except pickle.UnpicklingError as error:
     Markdown(
         en="""- **Store the random-number-generator states**. Shuffling the data and dropout both draw random numbers. To continue *identically*, the generator must be where it was when the checkpoint was written.
 
-The file extension is only a convention: `.pt` and `.pth` are the usual ones for `torch.save`, and the recipe's `.tar` is a leftover from older PyTorch files (the file is a zip archive today). Pick one and use it consistently.
+The file extension is only a convention: `.pt` and `.pth` are the usual ones for `torch.save`, and the recipe's `.tar` is a convention of its own: whatever the name, `torch.save` writes a zip archive. Pick one and use it consistently.
 
 `fc_model.save_checkpoint` writes such a checkpoint: a format tag, the architecture (as in lesson 1), both state dicts, the generator states and whatever training state you pass as plain values. It writes **atomically**: first to a temporary file in the same folder, flushed to disk, then renamed over the old checkpoint in one step. A crash or a kill during a save leaves the previous checkpoint intact, never a half-written file.""",
         zh="""- **保存随机数生成器的状态**。打乱数据和 dropout 都要用到随机数。要想*完全一致*地继续训练，随机数生成器必须回到写入检查点时的状态。
 
-文件扩展名只是一种约定：`.pt` 和 `.pth` 是 `torch.save` 常用的扩展名，教程里的 `.tar` 则是旧版 PyTorch 文件格式留下的习惯（如今这个文件实际上是 zip 归档）。选定一种并始终如一即可。
+文件扩展名只是一种约定：`.pt` 和 `.pth` 是 `torch.save` 常用的扩展名，教程里的 `.tar` 则是它自己的习惯：不管文件叫什么名字，`torch.save` 写出的都是 zip 归档。选定一种并始终如一即可。
 
 `fc_model.save_checkpoint` 会写入这样的检查点：格式标记、架构（与第 1 课一样）、两个状态字典、随机数生成器状态，以及你以普通值传入的训练状态。它采用**原子写入**：先写到同一目录下的临时文件并刷新到磁盘，再一步重命名覆盖旧的检查点。即使保存过程中程序崩溃或被强制终止，之前的检查点也完好无损，绝不会留下写了一半的文件。""",
     ),

@@ -17,7 +17,7 @@ Lessons 1 and 2 saved `state_dict`s: tensors and plain values. People also save,
 2. load it anyway, safely, by allowing exactly the classes it needs;
 3. see why this matters: a checkpoint file can run code when it is unpickled, and `weights_only=True` stops a planted payload;
 4. store the weights as **safetensors**, with the architecture in the file's metadata, and compare size and load time with `torch.save`;
-5. export the trained network with `torch.export` to a `.pt2` file that runs without the `fc_model` source.""",
+5. export the trained network with `torch.export` to a `.pt2` file that PyTorch runs without the `fc_model` source code.""",
         zh="""# 完整模型、安全加载与文件格式
 
 第 1、2 课保存的都是 `state_dict`：张量和普通的值。但人们还会保存、分享和下载其他东西。在这节课里，你将：
@@ -26,7 +26,7 @@ Lessons 1 and 2 saved `state_dict`s: tensors and plain values. People also save,
 2. 只放行它需要的那几个类，安全地把它加载进来；
 3. 理解这为什么重要：检查点文件在反序列化时可以执行代码，而 `weights_only=True` 能挡住暗藏的恶意代码；
 4. 把权重保存为 **safetensors** 格式，并把架构写入文件的元数据，再与 `torch.save` 比较文件大小和加载时间；
-5. 用 `torch.export` 把训练好的网络导出为 `.pt2` 文件，它不需要 `fc_model` 的源代码也能运行。""",
+5. 用 `torch.export` 把训练好的网络导出为 `.pt2` 文件，PyTorch 不需要 `fc_model` 的源代码也能运行它。""",
     ),
     Markdown(
         en="""## Imports and parameters""",
@@ -47,6 +47,7 @@ from safetensors.torch import load_file
 from torch import nn, optim
 from torchvision import datasets, transforms
 
+import devices
 import fc_model
 import helper""",
     ),
@@ -67,7 +68,7 @@ seed = 7                               # fixes the initial weights, the data ord
     ),
     Code(
         en="""fc_model.check_positive_int(epochs=epochs)
-device = helper.get_device(device)
+device = devices.get_device(device)
 helper.prepare_fashion_mnist(data_dir)
 model_dir = Path(model_dir)
 model_dir.mkdir(parents=True, exist_ok=True)
@@ -171,6 +172,24 @@ with torch.no_grad():
 print(type(whole_model).__name__, "loaded; same predictions as the trained model")""",
         zh_comments={
             '# weights_only=True, the default': '# 默认即 weights_only=True',
+        },
+    ),
+    Markdown(
+        en="""The error message of `torch.load` suggests a second way: `torch.serialization.add_safe_globals`. It allows the same classes, but for the whole Python process and from then on, not only inside a `with` block. That suits a script that loads many files of one known kind; in a notebook or a library it also widens what *every other* `torch.load` accepts, so prefer the scoped `safe_globals` there. PyTorch keeps a list of allowed globals of its own (`get_safe_globals()`); we save it first and put it back afterwards:""",
+        zh="""`torch.load` 的错误信息还提到了第二种办法：`torch.serialization.add_safe_globals`。它放行的是同样的类，但作用于整个 Python 进程，而且从此一直有效，而不只是在一个 `with` 块内。对于只加载同一类已知文件的脚本，这很合适；但在 notebook 或库中，它也会放宽*其他所有* `torch.load` 调用能接受的内容，所以在那些场合更应该使用作用范围有限的 `safe_globals`。PyTorch 自己也维护着一份放行清单（`get_safe_globals()`）；我们先把它保存下来，用完后再恢复：""",
+    ),
+    Code(
+        en="""allowed_before = torch.serialization.get_safe_globals()
+torch.serialization.add_safe_globals([known_classes[name] for name in needed])
+whole_again = torch.load(whole_path, map_location=device)   # no with block: allowed process-wide
+print("Network allowed everywhere:", fc_model.Network in torch.serialization.get_safe_globals())
+
+torch.serialization.clear_safe_globals()                     # back to the list we started with
+torch.serialization.add_safe_globals(allowed_before)
+print("Network allowed everywhere:", fc_model.Network in torch.serialization.get_safe_globals())""",
+        zh_comments={
+            '# no with block: allowed process-wide': '# 没有 with 块：在整个进程中放行',
+            '# back to the list we started with': '# 恢复到最初的清单',
         },
     ),
     Markdown(
@@ -279,8 +298,9 @@ def best_time(load, repeats=20):
     return 1000 * min(times)
 
 loaders = {
-    'torch.load': lambda: torch.load(state_dict_path, weights_only=True),
-    'torch.load(mmap=True)': lambda: torch.load(state_dict_path, weights_only=True, mmap=True),
+    'torch.load': lambda: torch.load(state_dict_path, map_location='cpu', weights_only=True),
+    'torch.load(mmap=True)': lambda: torch.load(state_dict_path, map_location='cpu',
+                                                weights_only=True, mmap=True),
     'safetensors load_file': lambda: load_file(safetensors_path),
 }
 sizes = {'torch.load': state_dict_path, 'torch.load(mmap=True)': state_dict_path,
@@ -296,24 +316,24 @@ for name, load in loaders.items():
     Markdown(
         en="""Both files are essentially the raw float32 weights (about 2.2 MB for 567,434 parameters); the formats differ in safety and in what they can hold, far more than in size. For a network this small every way of loading takes milliseconds. `mmap=True` and safetensors pay off with models of gigabytes, where they avoid reading everything into memory first.
 
-What safetensors **cannot** hold: anything that is not a tensor. There is no place for the optimizer state of lesson 2 (nested dictionaries with step counts), the epoch, the loss or the random-number-generator states, except as strings in the metadata. So:
+What safetensors **cannot** hold: nesting, and values that are not tensors. A file is one flat mapping from names to tensors, plus metadata whose keys and values are strings. Adam's state from lesson 2 is made of tensors, so it could be flattened into names such as `state.0.exp_avg`; but its nesting, its hyper-parameters, the epoch, the loss and the random-number-generator states would all have to be encoded by hand (as 0-d tensors, or as strings in the metadata) and decoded again when loading. A checkpoint for resuming is simpler as a `torch.save` dictionary loaded with `weights_only=True`. So:
 
 | what you save | format |
 |---|---|
 | weights to share, publish or download | safetensors (architecture in the metadata) |
 | a checkpoint to resume training | `torch.save` of a dictionary, loaded with `weights_only=True` (lesson 2) |
 | a whole pickled model | avoid; if you must, load with `safe_globals` for known classes only |
-| a model for deployment without its Python code | `torch.export` (below) |""",
+| a model to deploy without its source code | `torch.export` (below); loading still needs PyTorch |""",
         zh="""两个文件的内容基本上都是原始的 float32 权重（567,434 个参数，约 2.2 MB）；这些格式的差别主要在于安全性和能保存什么，而不在于大小。对这么小的网络，每种加载方式都只需几毫秒。`mmap=True` 和 safetensors 的优势要在几 GB 的大模型上才能体现：它们不必先把所有内容读进内存。
 
-safetensors **不能**保存的是：一切不是张量的东西。第 2 课的优化器状态（带有步数的嵌套字典）、轮数、损失或随机数生成器状态都没有地方放，除非作为字符串写进元数据。因此：
+safetensors **不能**保存的是：嵌套结构，以及不是张量的值。一个文件就是一个从名字到张量的扁平映射，外加键和值都是字符串的元数据。第 2 课中 Adam 的状态由张量组成，因此可以展平成 `state.0.exp_avg` 这样的名字；但它的嵌套结构、超参数，以及轮数、损失和随机数生成器状态，都得手工编码（写成 0 维张量，或者写成元数据里的字符串），加载时再解码回来。用于恢复训练的检查点，还是用 `torch.save` 保存字典、再用 `weights_only=True` 加载更简单。因此：
 
 | 要保存的内容 | 格式 |
 |---|---|
 | 用于分享、发布或下载的权重 | safetensors（架构写入元数据） |
 | 用于恢复训练的检查点 | 用 `torch.save` 保存字典，用 `weights_only=True` 加载（第 2 课） |
 | pickle 的完整模型 | 尽量避免；如果必须使用，只对已知的类用 `safe_globals` 放行 |
-| 部署时不附带 Python 代码的模型 | `torch.export`（见下文） |""",
+| 部署时不附带源代码的模型 | `torch.export`（见下文）；加载时仍然需要 PyTorch |""",
     ),
     Markdown(
         en="""## Exporting for deployment: `torch.export`
@@ -336,8 +356,8 @@ print(f"{export_path.name}: {export_path.stat().st_size / 1e6:.2f} MB")""",
         tags=("nbval-ignore-output",),
     ),
     Markdown(
-        en="""To show that the file needs no `fc_model`, we load it in a separate Python process that never imports it, predict the test batch there, and compare with the trained network here. The child process checks that `fc_model` was not imported. Like a pickle, a `.pt2` file should come from a source you trust: load only files you or your team exported.""",
-        zh="""为了证明这个文件不需要 `fc_model`，我们在一个从不导入它的独立 Python 进程中加载它，在那里对这批测试图像做预测，再与这里训练好的网络比较。子进程会检查 `fc_model` 确实没有被导入。和 pickle 一样，`.pt2` 文件也应当来自可信的来源：只加载你自己或你的团队导出的文件。""",
+        en="""Loading a `.pt2` file still needs Python and PyTorch (`torch.export.load`); what it no longer needs is the source code of the model's classes. (Running with no Python at all is a further step, AOTInductor, beyond this lesson.) To show that the file needs no `fc_model`, we load it in a separate Python process that never imports it, predict the test batch there, and compare with the trained network here. The child process checks that `fc_model` was not imported. Like a pickle, a `.pt2` file should come from a source you trust: load only files you or your team exported.""",
+        zh="""加载 `.pt2` 文件仍然需要 Python 和 PyTorch（`torch.export.load`）；它不再需要的，是模型各个类的源代码。（完全不依赖 Python 的运行方式是更进一步的 AOTInductor，不在本课范围之内。）为了证明这个文件不需要 `fc_model`，我们在一个从不导入它的独立 Python 进程中加载它，在那里对这批测试图像做预测，再与这里训练好的网络比较。子进程会检查 `fc_model` 确实没有被导入。和 pickle 一样，`.pt2` 文件也应当来自可信的来源：只加载你自己或你的团队导出的文件。""",
     ),
     Code(
         en="""torch.save(example, model_dir / 'example_images.pt')
@@ -361,13 +381,13 @@ print("the exported program predicts the same classes for all", len(example), "i
     Markdown(
         en="""## Summary
 
-- `torch.save(model)` stores references to classes, not code: the file breaks when the code moves, and `torch.load` refuses it by default. If you must load one, allow exactly its known classes with `torch.serialization.safe_globals`.
+- `torch.save(model)` stores references to classes, not code: the file breaks when the code moves, and `torch.load` refuses it by default. If you must load one, allow exactly its known classes with `torch.serialization.safe_globals` (or, process-wide, `add_safe_globals`).
 - Unpickling can run arbitrary code. Never use `weights_only=False` on a file you did not make yourself; inspect suspicious files with `get_unsafe_globals_in_checkpoint`.
-- Share weights as safetensors, with the architecture in the metadata; keep `torch.save` dictionaries for training checkpoints; use `torch.export` to deploy a model without its Python code.""",
+- Share weights as safetensors, with the architecture in the metadata; keep `torch.save` dictionaries for training checkpoints; use `torch.export` to deploy a model without its source code (loading the `.pt2` file still needs PyTorch).""",
         zh="""## 小结
 
-- `torch.save(model)` 保存的是类的引用而不是代码：代码一移动文件就会失效，而且 `torch.load` 默认拒绝加载它。如果必须加载，用 `torch.serialization.safe_globals` 只放行它需要的已知类。
+- `torch.save(model)` 保存的是类的引用而不是代码：代码一移动文件就会失效，而且 `torch.load` 默认拒绝加载它。如果必须加载，用 `torch.serialization.safe_globals`（或者作用于整个进程的 `add_safe_globals`）只放行它需要的已知类。
 - 反序列化可以执行任意代码。对于不是你自己生成的文件，绝不要使用 `weights_only=False`；可以用 `get_unsafe_globals_in_checkpoint` 检查可疑文件。
-- 用 safetensors 分享权重，并把架构写入元数据；训练检查点用 `torch.save` 保存字典；部署不附带 Python 代码的模型时用 `torch.export`。""",
+- 用 safetensors 分享权重，并把架构写入元数据；训练检查点用 `torch.save` 保存字典；部署不附带源代码的模型时用 `torch.export`（加载 `.pt2` 文件仍然需要 PyTorch）。""",
     ),
 ]

@@ -57,7 +57,12 @@ def test_general_checkpoint_round_trip(trained):
     assert isinstance(checkpoint["loss"], float)
     assert_same(checkpoint["model_state_dict"], model.state_dict())
     assert_same(checkpoint["optimizer_state_dict"], optimizer.state_dict())
-    assert torch.equal(checkpoint["rng"]["cpu"], checkpoint["rng"]["cpu"])
+
+    torch.manual_seed(123)
+    generator_at_save = torch.get_rng_state()
+    fc_model.save_checkpoint(path, model, optimizer)
+    torch.manual_seed(0)
+    assert torch.equal(fc_model.load_checkpoint(path)["rng"]["cpu"], generator_at_save)
 
     fresh = fc_model.Network(784, 10, [32, 16])
     fresh_optimizer = optim.Adam(fresh.parameters(), lr=0.01)

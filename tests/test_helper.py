@@ -1,4 +1,4 @@
-"""helper: devices, offline Fashion-MNIST and plots."""
+"""helper: offline Fashion-MNIST and plots."""
 
 import gzip
 import os
@@ -12,44 +12,6 @@ from torchvision import datasets
 import helper
 
 DEBIAN = helper.DEBIAN_FASHION_MNIST
-
-
-# --------------------------------------------------------------------------- devices
-
-def test_auto_picks_the_first_available_device():
-    assert helper.get_device("auto") == torch.device(helper.available_devices()[0])
-    assert helper.available_devices()[-1] == "cpu"
-
-
-@pytest.mark.parametrize("name", ["cpu", "CPU", " cpu ", torch.device("cpu")])
-def test_cpu_is_always_there(name):
-    assert helper.get_device(name) == torch.device("cpu")
-
-
-@pytest.mark.parametrize("name", ["tpu", "gpu", "", "cuda:x", "meta"])
-def test_unknown_device_names_list_what_is_available(name):
-    with pytest.raises(ValueError, match="unknown device") as info:
-        helper.get_device(name)
-    assert "cpu" in str(info.value)
-
-
-def test_non_string_device_is_refused():
-    with pytest.raises(ValueError, match="must be a string"):
-        helper.get_device(0)
-
-
-@pytest.mark.parametrize("kind", ["cuda", "mps"])
-def test_missing_accelerator_is_a_clear_error(kind):
-    if kind in helper.available_devices():
-        assert helper.get_device(kind).type == kind
-    else:
-        with pytest.raises(ValueError, match="not available on this machine"):
-            helper.get_device(kind)
-
-
-def test_cuda_index_beyond_the_machine_is_refused():
-    with pytest.raises(ValueError, match="does not exist|not available"):
-        helper.get_device("cuda:99")
 
 
 # --------------------------------------------------------------------------- data

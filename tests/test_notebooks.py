@@ -111,7 +111,7 @@ def installed_site(tmp_path_factory):
     subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps",
                     "--no-compile", "--no-build-isolation", "--target", str(site), str(REPO)],
                    check=True)
-    assert {"helper.py", "fc_model.py"} <= {p.name for p in site.iterdir()}
+    assert {"helper.py", "fc_model.py", "devices.py"} <= {p.name for p in site.iterdir()}
     return site
 
 
@@ -223,6 +223,7 @@ def test_main_job_reports_one_line_per_notebook(tmp_path, data_dir):
     lines = result.stdout.splitlines()
     assert re.fullmatch(rf"{subset}\s+zh-CN\s+\d+\.\d\s+0\.\d{{4}}", lines[1]), lines
     assert lines[-1].startswith("1 notebooks ran, 0 failed")
+    assert result.stderr == "", "the kernel's own messages must stay out of the report"
     shutil.rmtree(tmp_path)
 
 

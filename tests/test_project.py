@@ -1,13 +1,16 @@
 """Project files that must agree with each other."""
 
 import re
-import tomllib
+import sys
 
 import yaml
 from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 
 from conftest import REPO
+
+sys.path.insert(0, str(REPO / "tools"))
+from build_notebooks import read_pyproject  # noqa: E402
 
 
 def readme_commands(name):
@@ -40,8 +43,7 @@ def test_environment_yml_agrees_with_requirements_and_pyproject():
     pip_section = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
     assert "-r requirements.txt" in pip_section
     python = next(d for d in conda if d.startswith("python="))
-    with open(REPO / "pyproject.toml", "rb") as f:
-        project = tomllib.load(f)["project"]
+    project = read_pyproject()["project"]
     assert SpecifierSet(project["requires-python"]).contains(python.split("=")[1] + ".0")
     # any package conda installs itself must be one requirements.txt also names
     names = {re.split(r"[=<>!\s]", d)[0] for d in conda} - {"python", "pip"}
@@ -49,8 +51,7 @@ def test_environment_yml_agrees_with_requirements_and_pyproject():
 
 
 def test_package_dependencies_are_in_requirements():
-    with open(REPO / "pyproject.toml", "rb") as f:
-        dependencies = [Requirement(d) for d in tomllib.load(f)["project"]["dependencies"]]
+    dependencies = [Requirement(d) for d in read_pyproject()["project"]["dependencies"]]
     reqs = requirements()
     for dependency in dependencies:
         assert dependency.name in reqs

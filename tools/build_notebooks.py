@@ -21,11 +21,15 @@ import re
 import runpy
 import sys
 import tokenize
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import nbformat
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10: the same parser, published as tomli
+    import tomli as tomllib
 
 REPO = Path(__file__).resolve().parent.parent
 LESSONS = REPO / "lessons"
@@ -34,6 +38,9 @@ LANGUAGES = ("en", "zh-CN")
 READMES = {"en": REPO / "README.md", "zh-CN": REPO / "README.zh-CN.md"}
 BADGES_START, BADGES_END = "<!-- colab-badges:start -->", "<!-- colab-badges:end -->"
 COLAB_BADGE = "https://colab.research.google.com/assets/colab-badge.svg"
+# Kernels run on this machine only; their start-up warnings (such as "running over
+# TCP without encryption") are noise in a report. Errors still show.
+KERNEL_ARGUMENTS = ["--IPKernelApp.log_level=ERROR"]
 
 
 @dataclass
@@ -73,15 +80,20 @@ def translate_comments(source, translations):
     return "".join(lines)
 
 
+def read_pyproject():
+    """The parsed ``pyproject.toml``."""
+    with open(REPO / "pyproject.toml", "rb") as f:
+        return tomllib.load(f)
+
+
 def repository_url():
     """The repository address, from ``[project.urls] Repository`` in pyproject.toml."""
-    with open(REPO / "pyproject.toml", "rb") as f:
-        return tomllib.load(f)["project"]["urls"]["Repository"]
+    return read_pyproject()["project"]["urls"]["Repository"]
 
 
 def colab_cell():
     """The first code cell of every notebook: installs the companion modules on Colab only."""
-    comment = "# On Google Colab only: install the companion modules helper and fc_model."
+    comment = "# On Google Colab only: install the companion modules helper, fc_model and devices."
     code = (
         f"{comment}\n"
         "import sys\n"
@@ -92,7 +104,7 @@ def colab_cell():
         "    subprocess.run([sys.executable, \"-m\", \"pip\", \"install\", \"--quiet\",\n"
         f"                    \"git+{repository_url()}\"], check=True)"
     )
-    return Code(en=code, zh_comments={comment: "# 仅在 Google Colab 上运行：安装配套模块 helper 和 fc_model。"})
+    return Code(en=code, zh_comments={comment: "# 仅在 Google Colab 上运行：安装配套模块 helper、fc_model 和 devices。"})
 
 
 def strip_comments(source):
@@ -138,6 +150,7 @@ def execute(nb, folder):
     from nbclient import NotebookClient
 
     NotebookClient(nb, timeout=1200, kernel_name="python3", record_timing=False,
+                   extra_arguments=KERNEL_ARGUMENTS,
                    resources={"metadata": {"path": str(folder)}}).execute()
     nb.metadata.pop("widgets", None)
     return nb

@@ -20,7 +20,8 @@ import nbformat
 import papermill
 import yaml
 
-from build_notebooks import LANGUAGES, NOTEBOOKS, REPO
+from build_notebooks import KERNEL_ARGUMENTS, LANGUAGES, NOTEBOOKS, REPO
+
 ACCURACY = re.compile(r"test accuracy[^:\n]*:\s*([01]\.\d+)", re.IGNORECASE)
 
 
@@ -57,7 +58,7 @@ def run_notebook(path, output_dir, parameters=None):
     start = time.perf_counter()
     papermill.execute_notebook(str(path), str(output_path), parameters=parameters or {},
                                cwd=str(output_dir), kernel_name="python3",
-                               progress_bar=False)
+                               progress_bar=False, extra_arguments=KERNEL_ARGUMENTS)
     seconds = time.perf_counter() - start
     return seconds, last_test_accuracy(nbformat.read(output_path, as_version=4)), output_path
 
