@@ -1,4 +1,4 @@
-"""A small fully-connected classifier, the loop that trains it, and its checkpoints.
+"""A small fully-connected classifier and the loop that trains it.
 
 This is the companion module of the "Saving and Loading Models" lessons.
 ``Network`` keeps the exact ``state_dict`` keys of the classic course code
@@ -6,34 +6,22 @@ This is the companion module of the "Saving and Loading Models" lessons.
 that code load into it, and it remembers the sizes it was built with
 (``model.architecture``), so a checkpoint can carry them.
 
-Checkpoints are written atomically (``atomic_write``) and read with
-``torch.load(..., weights_only=True)`` only (``load_checkpoint``); ``train``
-can save one every N steps and resume from it exactly. The weights can also
-be stored as safetensors, with the architecture in the file's metadata
-(``save_safetensors``, ``load_safetensors``). No function here unpickles
-arbitrary Python objects.
+``train`` prints the classic progress lines, and can save a checkpoint (with
+the ``checkpoint_io`` module) every N steps and resume from it exactly: what it
+saves besides the model and the optimizer is one ``TrainingState``.
+``load_network`` rebuilds a ``Network`` from any file ``checkpoint_io`` reads.
 """
 
-import contextlib
-import json
-import os
-import pickle
-import re
-import tempfile
-import zipfile
-from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-import safetensors.torch
 import torch
 import torch.nn.functional as F
-from safetensors import SafetensorError
 from torch import nn
 
+import checkpoint_io
+from checkpoint_io import CheckpointError
 from devices import check_device, model_device, move_to
-
-CHECKPOINT_FORMAT = "fc_model.checkpoint/1"
-SAFETENSORS_FORMAT = "fc_model.safetensors/1"
 
 
 class Network(nn.Module):
@@ -138,274 +126,114 @@ def _cached_batches(loader, device, batch_size=1000):
     return list(zip(images.split(batch_size), labels.split(batch_size)))
 
 
-class CheckpointError(RuntimeError):
-    """A checkpoint file that cannot be used; the message names the file and the problem."""
-
-
-@contextlib.contextmanager
-def atomic_write(path):
-    """Write a file so that ``path`` holds either its old content or the complete new one.
-
-    Yields a binary file opened on a temporary file in the same folder. When
-    the block ends without error, the data is flushed to disk and the
-    temporary file replaces ``path`` in a single rename. If the block raises,
-    ``path`` is untouched and the temporary file is removed; if the process is
-    killed, ``path`` is untouched too (a hidden ``.part`` file may remain).
-    """
-    path = Path(path)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        with open(tmp, "wb") as file:
-            yield file
-            file.flush()
-            os.fsync(file.fileno())
-        tmp.chmod(0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    folder = os.open(path.parent, os.O_RDONLY)  # make the rename itself durable
-    try:
-        os.fsync(folder)
-    finally:
-        os.close(folder)
-
-
-def rng_state():
-    """The random-number-generator states that training uses (CPU, and CUDA if present)."""
-    state = {"cpu": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state):
-    """Restore states returned by ``rng_state``."""
-    torch.set_rng_state(state["cpu"].cpu())
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
-
-
-def save_checkpoint(path, model, optimizer=None, **training_state):
-    """Save a general checkpoint of a ``Network`` atomically.
-
-    The file holds the format tag, the architecture, the model's and the
-    optimizer's ``state_dict``, the current random-number-generator states,
-    and ``training_state`` (for example ``epoch=1, step=938, loss=0.42``):
-    plain numbers, strings, lists, dicts and tensors only, so that it loads
-    with ``weights_only=True``.
-    """
-    checkpoint = {
-        "format": CHECKPOINT_FORMAT,
-        "architecture": model.architecture,
-        "model_state_dict": model.state_dict(),
-        "optimizer_state_dict": None if optimizer is None else optimizer.state_dict(),
-        "rng": rng_state(),
-        **training_state,
-    }
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    with atomic_write(path) as file:
-        torch.save(checkpoint, file)
-
-
-def _file_kind(path):
-    """What the first bytes of an existing file say it is: "torch" (a torch.save zip
-    archive), "safetensors" (an 8-byte header size, then a JSON header) or None."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such checkpoint file")
-    with open(path, "rb") as file:
-        head = file.read(9)
-    if head.startswith(b"PK"):
-        return "torch"
-    if len(head) == 9 and head[8:9] == b"{":
-        return "safetensors"
-    return None
-
-
-def _read(path, map_location):
-    """``torch.load`` with ``weights_only=True``, every failure turned into a CheckpointError."""
-    path = Path(path)
-    if isinstance(map_location, (str, torch.device)):
-        map_location = check_device(map_location)
-    if _file_kind(path) == "safetensors":
-        raise CheckpointError(
-            f"{path} is a safetensors file, not a torch.save checkpoint: load it with "
-            "fc_model.load_safetensors (or fc_model.load_network)")
-    try:
-        return torch.load(path, map_location=map_location, weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, zipfile.BadZipFile,
-            SafetensorError) as err:
-        text = str(err)
-        refused = re.search(r"Unsupported global: GLOBAL (\S+)", text)
-        if refused:
-            raise CheckpointError(
-                f"{path} contains Python objects, not only tensors and numbers, so it is "
-                f"refused (found {refused.group(1)}). Unpickling such a file can run arbitrary "
-                "code: load it with weights_only=False only if you made it yourself.") from None
-        details = text.split("WeightsUnpickler error:")[-1].strip()
-        reason = details.split(". ")[0].splitlines()[0] if details else "empty file"
-        raise CheckpointError(
-            f"{path} is not a complete PyTorch checkpoint: it is truncated, damaged or was "
-            f"not written by torch.save ({reason})") from None
-
-
-def _architecture_from_state_dict(state_dict):
-    """Infer Network sizes from the weight shapes of a bare ``state_dict``."""
-    hidden = []
-    while f"hidden_layers.{len(hidden)}.weight" in state_dict:
-        hidden.append(state_dict[f"hidden_layers.{len(hidden)}.weight"].shape[0])
-    first = state_dict["hidden_layers.0.weight"]
-    return {"input_size": first.shape[1], "output_size": state_dict["output.weight"].shape[0],
-            "hidden_layers": hidden, "drop_p": 0.5}
-
-
-def _is_network_state_dict(obj):
-    return (isinstance(obj, Mapping) and "hidden_layers.0.weight" in obj
-            and "output.weight" in obj and all(torch.is_tensor(v) for v in obj.values()))
-
-
-def load_checkpoint(path, map_location="cpu"):
-    """Read a checkpoint of a ``Network`` safely and return it as a general checkpoint.
-
-    Three kinds of file are accepted: a general checkpoint written by
-    ``save_checkpoint``; a classic-course checkpoint (``input_size``,
-    ``output_size``, ``hidden_layers``, ``state_dict``); and a bare
-    ``state_dict``, whose sizes are read off its weights (dropout 0.5 assumed).
-    The last two come back with ``optimizer_state_dict`` set to None.
-
-    ``map_location`` says where the loaded tensors go (a device such as
-    ``"cpu"`` or ``"cuda"``, or anything ``torch.load`` accepts); it moves
-    no model. A device this machine lacks raises ``ValueError``.
-
-    Raises ``CheckpointError``, naming the file, for a missing, truncated,
-    random or foreign file, and for one that holds Python objects.
-    """
-    obj = _read(path, map_location)
-    if isinstance(obj, Mapping) and obj.get("format") == CHECKPOINT_FORMAT:
-        missing = {"architecture", "model_state_dict", "optimizer_state_dict"} - set(obj)
-        if missing:
-            raise CheckpointError(f"{path} is an incomplete checkpoint: {sorted(missing)} missing")
-        return dict(obj)
-    if isinstance(obj, Mapping) and "format" in obj:
-        raise CheckpointError(
-            f"{path} has format {obj['format']!r}; this fc_model reads {CHECKPOINT_FORMAT!r}")
-    if isinstance(obj, Mapping) and {"input_size", "output_size", "hidden_layers", "state_dict"} <= set(obj):
-        architecture = {"input_size": obj["input_size"], "output_size": obj["output_size"],
-                        "hidden_layers": list(obj["hidden_layers"]),
-                        "drop_p": obj.get("drop_p", 0.5)}
-        return {"format": CHECKPOINT_FORMAT, "architecture": architecture,
-                "model_state_dict": obj["state_dict"], "optimizer_state_dict": None}
-    if _is_network_state_dict(obj):
-        return {"format": CHECKPOINT_FORMAT, "architecture": _architecture_from_state_dict(obj),
-                "model_state_dict": dict(obj), "optimizer_state_dict": None}
-    described = (f"a dict with keys {sorted(map(str, obj))[:8]}" if isinstance(obj, Mapping)
-                 else f"a {type(obj).__name__}")
-    raise CheckpointError(
-        f"{path} holds {described}, not a checkpoint of fc_model.Network: expected a file "
-        "written by fc_model.save_checkpoint, a classic checkpoint or a Network state_dict")
-
-
-def restore(checkpoint, model, optimizer=None, path="the checkpoint"):
-    """Load a checkpoint (from ``load_checkpoint``) into an existing model and optimizer.
-
-    The model must have the checkpoint's architecture; otherwise
-    ``CheckpointError`` says both, and nothing is changed.
-    """
-    if model.architecture["hidden_layers"] != checkpoint["architecture"]["hidden_layers"] \
-            or any(model.architecture[k] != checkpoint["architecture"][k]
-                   for k in ("input_size", "output_size")):
-        raise CheckpointError(
-            f"{path} was saved from Network with {checkpoint['architecture']}, but the model "
-            f"is a Network with {model.architecture}: build the model with "
-            "fc_model.Network(**checkpoint['architecture']) or fc_model.load_network(path)")
-    try:
-        model.load_state_dict(checkpoint["model_state_dict"])
-    except RuntimeError as err:
-        raise CheckpointError(f"{path} does not fit the model: {err}") from None
-    if optimizer is not None:
-        if checkpoint["optimizer_state_dict"] is None:
-            raise CheckpointError(f"{path} holds no optimizer state, so training cannot resume exactly")
-        try:
-            optimizer.load_state_dict(checkpoint["optimizer_state_dict"])
-        except (ValueError, KeyError) as err:
-            raise CheckpointError(f"{path}: the optimizer state does not fit the optimizer ({err})") from None
-
-
-def save_safetensors(path, model):
-    """Save the weights of a ``Network`` as safetensors, atomically.
-
-    The architecture goes into the file's string metadata (as JSON), so
-    ``load_safetensors`` can rebuild the model from the file alone. A
-    safetensors file holds tensors and strings only: no optimizer state,
-    no Python objects, nothing that runs code when loaded.
-    """
-    metadata = {"format": SAFETENSORS_FORMAT, "architecture": json.dumps(model.architecture)}
-    tensors = {name: tensor.contiguous() for name, tensor in model.state_dict().items()}
-    with atomic_write(path) as file:
-        file.write(safetensors.torch.save(tensors, metadata=metadata))
-
-
-def load_safetensors(path, map_location="cpu"):
-    """Rebuild a ``Network`` from a file written by ``save_safetensors``, on the device
-    ``map_location`` (default the CPU), in eval mode.
-
-    Raises ``CheckpointError``, naming the file, when it is missing,
-    truncated or random, of another format, or lacks valid architecture
-    metadata; ``ValueError`` for a device this machine lacks.
-    """
-    path = Path(path)
-    device = check_device(map_location)
-    if _file_kind(path) == "torch":
-        raise CheckpointError(
-            f"{path} is a torch.save file, not safetensors: load it with "
-            "fc_model.load_network or fc_model.load_checkpoint")
-    try:
-        with safetensors.safe_open(path, framework="pt", device="cpu") as f:
-            metadata = f.metadata() or {}
-            tensors = {name: f.get_tensor(name) for name in f.keys()}
-    except (SafetensorError, OSError, ValueError) as err:
-        raise CheckpointError(
-            f"{path} is not a complete safetensors file: it is truncated, damaged or of "
-            f"another format ({err})") from None
-    if metadata.get("format") != SAFETENSORS_FORMAT or "architecture" not in metadata:
-        raise CheckpointError(
-            f"{path} has no fc_model architecture in its metadata (found {sorted(metadata)}): "
-            "it was not written by fc_model.save_safetensors")
-    try:
-        architecture = json.loads(metadata["architecture"])
-        model = Network(**architecture)
-    except (ValueError, TypeError) as err:
-        raise CheckpointError(
-            f"{path} has unusable architecture metadata {metadata['architecture']!r} ({err})") from None
-    checkpoint = {"architecture": architecture, "model_state_dict": tensors,
-                  "optimizer_state_dict": None}
-    restore(checkpoint, model, path=path)  # on the CPU, where the tensors were read
-    return model.to(device).eval()
-
-
 def load_network(path, map_location="cpu"):
     """Rebuild the ``Network`` saved in ``path`` on the device ``map_location``
     (default the CPU), in eval mode.
 
-    Accepts every kind ``load_checkpoint`` accepts, and safetensors files
-    written by ``save_safetensors``. The tensors are loaded straight onto the
-    device and copied into a model that is already there, so the model, its
-    parameters and the file's tensors all end up on ``map_location``.
+    Accepts every file ``checkpoint_io.load_checkpoint`` reads. The tensors are
+    loaded straight onto the device and copied into a model that is already
+    there, so the model and everything in it end up on ``map_location``.
     """
     device = check_device(map_location)
-    if _file_kind(path) == "safetensors":
-        return load_safetensors(path, device)
-    checkpoint = load_checkpoint(path, device)
+    checkpoint = checkpoint_io.load_checkpoint(path, device)
     try:
         model = Network(**checkpoint["architecture"])
     except (TypeError, ValueError) as err:
         raise CheckpointError(f"{path} has an unusable architecture: {err}") from None
     model.to(device)
-    restore(checkpoint, model, path=path)
+    checkpoint_io.restore(checkpoint, model, path=path)
     return model.eval()
+
+
+# --------------------------------------------------------------------------- training
+
+@dataclass
+class TrainingState:
+    """Where a run of ``train`` stands: what a checkpoint must hold, besides the model,
+    the optimizer and the generator states, to resume it exactly.
+
+    Attributes:
+        epoch: epochs completed.
+        batch: batches done in the epoch under way (0 at an epoch boundary).
+        step: optimizer steps taken in all.
+        loss: the last batch's training loss.
+        running_loss: the sum of training losses since the last report.
+        best_accuracy: the best test accuracy at a report so far.
+        history: one dict per report (see ``train``).
+        epoch_start_rng: the generator states when the epoch under way began,
+            so that a run resumed mid-epoch shuffles the same way (None at an
+            epoch boundary).
+    """
+    epoch: int = 0
+    batch: int = 0
+    step: int = 0
+    loss: float | None = None
+    running_loss: float = 0.0
+    best_accuracy: float | None = None
+    history: list = field(default_factory=list)
+    epoch_start_rng: dict | None = None
+
+    def to_checkpoint(self):
+        """The state as plain values, to pass to ``checkpoint_io.save_checkpoint``."""
+        return asdict(self)
+
+    @classmethod
+    def from_checkpoint(cls, checkpoint, path="the checkpoint"):
+        """The state saved in a checkpoint; ``CheckpointError`` if it has none."""
+        missing = [f.name for f in fields(cls) if f.name not in checkpoint]
+        if missing:
+            raise CheckpointError(
+                f"{path} holds no training state ({', '.join(missing)} missing), so training "
+                "cannot resume from it: it was not written by fc_model.train")
+        return cls(**{f.name: checkpoint[f.name] for f in fields(cls)})
+
+
+def _resume(checkpoint_path, model, optimizer, device):
+    """The training state and the generator states saved in ``checkpoint_path``,
+    after restoring the model and the optimizer from it."""
+    checkpoint = checkpoint_io.load_checkpoint(checkpoint_path, map_location=device)
+    state = TrainingState.from_checkpoint(checkpoint, checkpoint_path)
+    checkpoint_io.restore(checkpoint, model, optimizer, path=checkpoint_path)
+    return state, checkpoint["rng"]
+
+
+def _epoch_batches(trainloader, state, resumed_rng):
+    """An iterator over the batches of the epoch ``state.epoch``, from batch ``state.batch`` on.
+
+    A fresh epoch records the generator states at its start (the DataLoader
+    draws its shuffling from them). A run resumed mid-epoch first goes back to
+    the states of the epoch's start, draws the same shuffling and skips the
+    batches already done, then takes up the states saved with the checkpoint,
+    so that dropout draws the same masks as in a run that never stopped.
+    """
+    if resumed_rng is not None:
+        checkpoint_io.set_rng_state(state.epoch_start_rng if state.batch else resumed_rng)
+    state.epoch_start_rng = checkpoint_io.rng_state()
+    batches = iter(trainloader)
+    for _ in range(state.batch):
+        next(batches)
+    if resumed_rng is not None and state.batch:
+        checkpoint_io.set_rng_state(resumed_rng)
+    return batches
+
+
+def _report(state, model, test_batches, criterion, device, print_every, epochs):
+    """Evaluate on the test set, print the classic progress line and add it to the history."""
+    test_loss, accuracy = validation(model, test_batches, criterion, device)
+    record = {
+        "epoch": state.epoch + 1,
+        "step": state.step,
+        "train_loss": state.running_loss / print_every,
+        "test_loss": test_loss,
+        "test_accuracy": accuracy,
+    }
+    state.history.append(record)
+    state.running_loss = 0.0
+    print(f"Epoch: {state.epoch + 1}/{epochs}.. ",
+          f"Training Loss: {record['train_loss']:.3f}.. ",
+          f"Test Loss: {test_loss:.3f}.. ",
+          f"Test Accuracy: {accuracy:.3f}")
+    return accuracy
 
 
 def train(model, trainloader, testloader, criterion, optimizer, epochs=5,
@@ -430,11 +258,8 @@ def train(model, trainloader, testloader, criterion, optimizer, epochs=5,
             model's own device. The model, the optimizer's state and every
             batch are put there.
         checkpoint_path: if given, a general checkpoint is saved there at the
-            end of every epoch and every ``checkpoint_every`` steps. Besides
-            what ``save_checkpoint`` stores, it records ``epoch`` (epochs
-            completed), ``batch`` (batches done in the next epoch), ``step``,
-            ``loss``, ``history`` and the generator state at the start of the
-            epoch, so that a resumed run sees the same data order.
+            end of every epoch and every ``checkpoint_every`` steps, holding
+            the ``TrainingState`` besides what ``save_checkpoint`` stores.
         resume: continue from ``checkpoint_path`` if that file exists. On the
             CPU the result is bit-identical to a run that was never stopped,
             provided the data, model and optimizer are built the same way.
@@ -455,66 +280,38 @@ def train(model, trainloader, testloader, criterion, optimizer, epochs=5,
     move_to(device, model, optimizer)
     test_batches = _cached_batches(testloader, device)
 
-    # Where to start: from scratch, or from the checkpoint. "batch" counts the
-    # batches already done in the unfinished epoch.
-    progress = {"epoch": 0, "batch": 0, "step": 0, "loss": None, "running_loss": 0.0,
-                "best_accuracy": None, "history": []}
-    resumed = None  # the checkpoint, until its generator states are restored
+    state, resumed_rng = TrainingState(), None
     if resume and Path(checkpoint_path).exists():
-        resumed = load_checkpoint(checkpoint_path, map_location=device)
-        restore(resumed, model, optimizer, path=checkpoint_path)
-        progress = {key: resumed[key] for key in progress}
+        state, resumed_rng = _resume(checkpoint_path, model, optimizer, device)
 
-    def save(path, epoch, batch, epoch_start_rng):
-        state = dict(progress, epoch=epoch, batch=batch)
-        save_checkpoint(path, model, optimizer, epoch_start_rng=epoch_start_rng, **state)
+    def save(path):
+        checkpoint_io.save_checkpoint(path, model, optimizer, **state.to_checkpoint())
 
-    for epoch in range(progress["epoch"], epochs):
+    while state.epoch < epochs:
         model.train()
-        skip = progress["batch"] if epoch == progress["epoch"] else 0
-        if resumed is not None:
-            # Stopped mid-epoch: back to the state at the epoch's start, for the same shuffling.
-            set_rng_state(resumed["epoch_start_rng"] if skip else resumed["rng"])
-        epoch_start_rng = rng_state()
-        batches = iter(trainloader)
-        for _ in range(skip):
-            next(batches)
-        if resumed is not None and skip:
-            set_rng_state(resumed["rng"])  # same dropout masks from here on
-        resumed = None
-
-        for batch, (images, labels) in enumerate(batches, start=skip + 1):
-            progress["step"] += 1
+        batches = _epoch_batches(trainloader, state, resumed_rng)
+        resumed_rng = None
+        for images, labels in batches:
+            state.batch += 1
+            state.step += 1
             images, labels = images.to(device), labels.to(device)
-
             optimizer.zero_grad()
             loss = criterion(model(images), labels)
             loss.backward()
             optimizer.step()
-            progress["loss"] = loss.item()
-            progress["running_loss"] += progress["loss"]
+            state.loss = loss.item()
+            state.running_loss += state.loss
 
-            if progress["step"] % print_every == 0:
-                test_loss, accuracy = validation(model, test_batches, criterion, device)
-                record = {
-                    "epoch": epoch + 1,
-                    "step": progress["step"],
-                    "train_loss": progress["running_loss"] / print_every,
-                    "test_loss": test_loss,
-                    "test_accuracy": accuracy,
-                }
-                progress["history"].append(record)
-                print(f"Epoch: {epoch + 1}/{epochs}.. ",
-                      f"Training Loss: {record['train_loss']:.3f}.. ",
-                      f"Test Loss: {test_loss:.3f}.. ",
-                      f"Test Accuracy: {accuracy:.3f}")
-                progress["running_loss"] = 0.0
-                if best_path is not None and (progress["best_accuracy"] is None
-                                              or accuracy > progress["best_accuracy"]):
-                    progress["best_accuracy"] = accuracy
-                    save(best_path, epoch, batch, epoch_start_rng)
-            if checkpoint_every and progress["step"] % checkpoint_every == 0:
-                save(checkpoint_path, epoch, batch, epoch_start_rng)
+            if state.step % print_every == 0:
+                accuracy = _report(state, model, test_batches, criterion, device,
+                                   print_every, epochs)
+                if best_path is not None and (state.best_accuracy is None
+                                              or accuracy > state.best_accuracy):
+                    state.best_accuracy = accuracy
+                    save(best_path)
+            if checkpoint_every and state.step % checkpoint_every == 0:
+                save(checkpoint_path)
+        state.epoch, state.batch, state.epoch_start_rng = state.epoch + 1, 0, None
         if checkpoint_path is not None:
-            save(checkpoint_path, epoch + 1, 0, None)
-    return progress["history"]
+            save(checkpoint_path)
+    return state.history

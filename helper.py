@@ -1,8 +1,10 @@
-"""Helpers for the lessons: Fashion-MNIST on or off line, and plots.
+"""Helpers for the lessons: Fashion-MNIST on or off line, its data loaders, and plots.
 
 Run ``python -m helper --help`` to prepare Fashion-MNIST from a local copy
 (a workshop USB stick, or Debian's ``dataset-fashion-mnist`` package), so
 that torchvision finds it and never needs the network.
+``fashion_mnist_loaders`` gives the two data loaders that lesson 1 builds
+step by step, so the later lessons get them with one call.
 """
 
 import argparse
@@ -16,8 +18,10 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
+from torch.utils.data import DataLoader, Subset
+from torchvision import datasets, transforms
 
-from fc_model import atomic_write
+from checkpoint_io import atomic_write
 
 FASHION_MNIST_CLASSES = (
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
@@ -159,8 +163,6 @@ def prepare_fashion_mnist(root=DEFAULT_DATA_DIR, source=None, download=True):
     if DEBIAN_FASHION_MNIST.is_dir():
         return install_fashion_mnist(DEBIAN_FASHION_MNIST, root)
     if download:
-        from torchvision import datasets
-
         root_path = Path(root).expanduser()
         try:
             for train in (True, False):
@@ -196,6 +198,31 @@ def main(argv=None):
     return 0
 
 
+# The normalisation of the lessons: pixels in [0, 1] mapped to [-1, 1]
+MEAN, STD = 0.5, 0.5
+
+
+def fashion_mnist_loaders(data_dir=DEFAULT_DATA_DIR, batch_size=64, train_size=None):
+    """The data loaders of lesson 1: ``(trainloader, testloader)``.
+
+    Images become tensors normalised with ``Normalize((0.5,), (0.5,))``; the
+    training set (its first ``train_size`` images, if given) is shuffled at
+    every epoch, the test set is read in order. The files must be in
+    ``data_dir`` (see ``prepare_fashion_mnist``).
+    """
+    transform = transforms.Compose([transforms.ToTensor(), transforms.Normalize((MEAN,), (STD,))])
+    trainset = datasets.FashionMNIST(data_dir, download=True, train=True, transform=transform)
+    testset = datasets.FashionMNIST(data_dir, download=True, train=False, transform=transform)
+    if train_size is not None:
+        if isinstance(train_size, bool) or not isinstance(train_size, int) \
+                or not 1 <= train_size <= len(trainset):
+            raise ValueError(f"train_size must be an integer from 1 to {len(trainset)}, "
+                             f"got {train_size!r}")
+        trainset = Subset(trainset, range(train_size))
+    return (DataLoader(trainset, batch_size=batch_size, shuffle=True),
+            DataLoader(testset, batch_size=batch_size))
+
+
 # --------------------------------------------------------------------------- plots
 
 def _as_numpy(tensor):
@@ -203,7 +230,7 @@ def _as_numpy(tensor):
     return torch.as_tensor(tensor).detach().to("cpu", torch.float32).numpy().copy()
 
 
-def imshow(image, ax=None, title=None, normalize=True, mean=0.5, std=0.5):
+def imshow(image, ax=None, title=None, normalize=True, mean=MEAN, std=STD):
     """Show one greyscale image tensor, undoing ``Normalize((mean,), (std,))``.
 
     ``image`` may have shape (1, 28, 28), (28, 28) or (784,). The defaults
@@ -231,7 +258,7 @@ def imshow(image, ax=None, title=None, normalize=True, mean=0.5, std=0.5):
     return ax
 
 
-def view_classify(image, probabilities, class_names=FASHION_MNIST_CLASSES, mean=0.5, std=0.5):
+def view_classify(image, probabilities, class_names=FASHION_MNIST_CLASSES, mean=MEAN, std=STD):
     """Show an image beside a bar chart of the predicted class probabilities.
 
     Neither tensor is changed; both may live on any device. ``probabilities``

@@ -1,7 +1,7 @@
 """Compare file formats for a Network's weights: file size, load time and memory, side by side.
 
 For the same weights it writes a ``torch.save`` state_dict and a safetensors
-file (``fc_model.save_safetensors``), then measures three ways of loading:
+file (``checkpoint_io.save_safetensors``), then measures three ways of loading:
 ``torch.load`` (weights_only=True), ``torch.load(..., mmap=True)`` and
 safetensors' ``load_file``. Each is measured in a fresh process: how much
 its resident memory grows when the file is loaded, and again once every
@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import checkpoint_io  # noqa: E402
 import fc_model  # noqa: E402
 
 LOADERS = {
@@ -71,7 +72,7 @@ def main():
         files = {"torch": Path(folder) / "state_dict.pth",
                  "safetensors": Path(folder) / "model.safetensors"}
         torch.save(model.state_dict(), files["torch"])
-        fc_model.save_safetensors(files["safetensors"], model)
+        checkpoint_io.save_safetensors(files["safetensors"], model)
 
         print(f"Network(784, 10, {args.hidden}): {parameters:,} parameters, "
               f"torch {torch.__version__}, {torch.get_num_threads()} threads")

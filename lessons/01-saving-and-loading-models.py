@@ -1,46 +1,62 @@
-# Lesson 1: the classic "Saving and Loading Models" walkthrough, in English and Chinese.
-# Source of notebooks/{en,zh-CN}/01-saving-and-loading-models.ipynb: edit here, then run
-# `python tools/build_notebooks.py 01-saving-and-loading-models`. Markdown and Code are
-# provided by the builder; the Colab cell is added after the first cell.
+# ---
+# jupyter:
+#   jupytext:
+#     cell_metadata_filter: lang,tags
+#     notebook_metadata_filter: lesson
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   lesson:
+#     title:
+#       en: 1. Saving and loading models
+#       zh-CN: 1. 保存和加载模型
+#     summary:
+#       en: 'the classic walkthrough: train on Fashion-MNIST, `state_dict`, `torch.save`/`torch.load`
+#         with `weights_only=True` and `map_location`, the size-mismatch error, a checkpoint that stores
+#         the architecture, and proof that the reloaded model predicts the same.'
+#       zh-CN: 经典教程：在 Fashion-MNIST 上训练、`state_dict`、带 `weights_only=True` 和 `map_location` 的 `torch.save`/`torch.load`、尺寸不匹配错误、记录了架构的检查点，并验证重新加载的模型预测结果相同。
+#     quick_run:
+#       epochs: 1
+# ---
 
-NAME = "01-saving-and-loading-models"
-TITLE = {"en": "1. Saving and loading models", "zh-CN": "1. 保存和加载模型"}
+# %% [markdown] lang="en"
+# # Saving and Loading Models
+#
+# Training a network takes time, so you will want to keep a trained one and load it later, to make predictions or to train it further. In this lesson you will
+#
+# 1. train a small fully-connected network on Fashion-MNIST,
+# 2. save its parameters (its `state_dict`) and load them back,
+# 3. see why loading fails when the architecture differs,
+# 4. save a checkpoint that also stores the architecture, and rebuild the model from that file alone,
+# 5. check that the reloaded model predicts exactly what the trained one does.
+#
+# The first code cell below only does something on Google Colab, where it installs the companion modules.
 
-CELLS = [
-    Markdown(
-        en="""# Saving and Loading Models
+# %% [markdown] lang="zh-CN"
+# # 保存和加载模型
+#
+# 训练一个网络要花不少时间，所以我们通常会把训练好的模型保存下来，之后再加载，用来做预测或继续训练。在这节课里，你将：
+#
+# 1. 在 Fashion-MNIST 上训练一个小型全连接网络；
+# 2. 保存它的参数（即 `state_dict`，状态字典），再加载回来；
+# 3. 看看网络架构不一致时，加载为什么会失败；
+# 4. 保存一个同时记录架构的检查点，只凭这个文件就能重建模型；
+# 5. 验证重新加载的模型与训练好的模型给出完全相同的预测。
+#
+# 下面第一个代码单元格只在 Google Colab 上起作用：它会安装本课程的配套模块。
 
-Training a network takes time, so you will want to keep a trained one and load it later, to make predictions or to train it further. In this lesson you will
+# %% [markdown] lang="en"
+# ## Imports
+#
+# `fc_model` holds the network and the training loop, `helper` the plots and the data preparation, and `devices` the choice of device (CPU or GPU). All three are small files at the root of this repository; read them whenever you want to see how something works.
 
-1. train a small fully-connected network on Fashion-MNIST,
-2. save its parameters (its `state_dict`) and load them back,
-3. see why loading fails when the architecture differs,
-4. save a checkpoint that also stores the architecture, and rebuild the model from that file alone,
-5. check that the reloaded model predicts exactly what the trained one does.
+# %% [markdown] lang="zh-CN"
+# ## 导入模块
+#
+# `fc_model` 包含网络和训练循环，`helper` 负责绘图和准备数据，`devices` 负责选择设备（CPU 或 GPU）。它们都是放在本仓库根目录下的小文件，想了解实现细节时随时可以打开来看。
 
-The first code cell below only does something on Google Colab, where it installs the companion modules `helper`, `fc_model` and `devices`.""",
-        zh="""# 保存和加载模型
-
-训练一个网络要花不少时间，所以我们通常会把训练好的模型保存下来，之后再加载，用来做预测或继续训练。在这节课里，你将：
-
-1. 在 Fashion-MNIST 上训练一个小型全连接网络；
-2. 保存它的参数（即 `state_dict`，状态字典），再加载回来；
-3. 看看网络架构不一致时，加载为什么会失败；
-4. 保存一个同时记录架构的检查点，只凭这个文件就能重建模型；
-5. 验证重新加载的模型与训练好的模型给出完全相同的预测。
-
-下面第一个代码单元格只在 Google Colab 上起作用：它会安装配套模块 `helper`、`fc_model` 和 `devices`。""",
-    ),
-    Markdown(
-        en="""## Imports
-
-`fc_model` holds the network and the training loop, `helper` the plots and the data preparation, and `devices` the choice of device (CPU or GPU). All three are small files at the root of this repository; read them whenever you want to see how something works.""",
-        zh="""## 导入模块
-
-`fc_model` 包含网络和训练循环，`helper` 负责绘图和准备数据，`devices` 负责选择设备（CPU 或 GPU）。它们都是放在本仓库根目录下的小文件，想了解实现细节时随时可以打开来看。""",
-    ),
-    Code(
-        en="""import copy
+# %%
+import copy
 
 import torch
 from torch import nn, optim
@@ -48,241 +64,258 @@ from torchvision import datasets, transforms
 
 import devices
 import fc_model
-import helper""",
-    ),
-    Markdown(
-        en="""## Parameters
+import helper
 
-The next cell holds every setting of this notebook. It is tagged `parameters`, so [papermill](https://papermill.readthedocs.io) can run the notebook with other values, for example `papermill 01-saving-and-loading-models.ipynb out.ipynb -p epochs 1 -p device cpu`.""",
-        zh="""## 参数
+# %% [markdown] lang="en"
+# ## Parameters
+#
+# The next cell holds every setting of this notebook. It is tagged `parameters`, so [papermill](https://papermill.readthedocs.io) can run the notebook with other values, for example `papermill 01-saving-and-loading-models.ipynb out.ipynb -p epochs 1 -p device cpu`.
 
-下一个单元格集中了本 notebook 的全部设置。它带有 `parameters` 标签，因此可以用 [papermill](https://papermill.readthedocs.io) 换一组取值来运行本 notebook，例如 `papermill 01-saving-and-loading-models.ipynb out.ipynb -p epochs 1 -p device cpu`。""",
-    ),
-    Code(
-        en="""epochs = 2                             # passes over the 60,000 training images
+# %% [markdown] lang="zh-CN"
+# ## 参数
+#
+# 下一个单元格集中了本 notebook 的全部设置。它带有 `parameters` 标签，因此可以用 [papermill](https://papermill.readthedocs.io) 换一组取值来运行本 notebook，例如 `papermill 01-saving-and-loading-models.ipynb out.ipynb -p epochs 1 -p device cpu`。
+
+# %% tags=["parameters"]
+epochs = 2                             # passes over the 60,000 training images
+                                       # zh-CN: 遍历 60,000 张训练图像的轮数
 device = "auto"                        # "auto", "cpu", "cuda" or "mps"; "auto" picks the fastest available
+                                       # zh-CN: "auto"、"cpu"、"cuda" 或 "mps"；"auto" 会选择可用的最快设备
 data_dir = "~/.pytorch/F_MNIST_data/"  # where torchvision keeps Fashion-MNIST
-seed = 7                               # fixes the initial weights, the data order and dropout""",
-        zh_comments={
-            '# passes over the 60,000 training images': '# 遍历 60,000 张训练图像的轮数',
-            '# "auto", "cpu", "cuda" or "mps"; "auto" picks the fastest available': '# "auto"、"cpu"、"cuda" 或 "mps"；"auto" 会选择可用的最快设备',
-            '# where torchvision keeps Fashion-MNIST': '# torchvision 存放 Fashion-MNIST 的目录',
-            '# fixes the initial weights, the data order and dropout': '# 固定初始权重、数据顺序和 dropout',
-        },
-        tags=("parameters",),
-    ),
-    Markdown(
-        en="""We check the parameters straight away, so a typo stops the notebook here with a clear message instead of deep inside training. `helper.prepare_fashion_mnist` makes sure the data set is in `data_dir`: if it is not, it copies a local copy (the folder named by the environment variable `FASHION_MNIST_SOURCE`, or Debian's `dataset-fashion-mnist` package) and otherwise lets torchvision download it. That way the notebook also works in a classroom with poor Wi-Fi.""",
-        zh="""我们先检查参数，这样一旦写错，notebook 会在这里停下并给出清楚的提示，而不是在训练进行到一半时才报错。`helper.prepare_fashion_mnist` 确保 `data_dir` 中有数据集：如果没有，它会从本地副本复制（环境变量 `FASHION_MNIST_SOURCE` 指定的目录，或 Debian 的 `dataset-fashion-mnist` 软件包），否则交给 torchvision 下载。这样即使在网络不好的教室里，本 notebook 也能正常运行。""",
-    ),
-    Code(
-        en="""fc_model.check_positive_int(epochs=epochs)
+                                       # zh-CN: torchvision 存放 Fashion-MNIST 的目录
+seed = 7                               # fixes the initial weights, the data order and dropout
+                                       # zh-CN: 固定初始权重、数据顺序和 dropout
+
+# %% [markdown] lang="en"
+# We check the parameters straight away, so a typo stops the notebook here with a clear message instead of deep inside training. `helper.prepare_fashion_mnist` makes sure the data set is in `data_dir`: if it is not, it copies a local copy (the folder named by the environment variable `FASHION_MNIST_SOURCE`, or Debian's `dataset-fashion-mnist` package) and otherwise lets torchvision download it. That way the notebook also works in a classroom with poor Wi-Fi.
+
+# %% [markdown] lang="zh-CN"
+# 我们先检查参数，这样一旦写错，notebook 会在这里停下并给出清楚的提示，而不是在训练进行到一半时才报错。`helper.prepare_fashion_mnist` 确保 `data_dir` 中有数据集：如果没有，它会从本地副本复制（环境变量 `FASHION_MNIST_SOURCE` 指定的目录，或 Debian 的 `dataset-fashion-mnist` 软件包），否则交给 torchvision 下载。这样即使在网络不好的教室里，本 notebook 也能正常运行。
+
+# %% tags=["nbval-ignore-output"]
+fc_model.check_positive_int(epochs=epochs)
 device = devices.get_device(device)
 helper.prepare_fashion_mnist(data_dir)
 torch.manual_seed(seed)
-print(f"Training for {epochs} epoch(s) on {device}")""",
-        tags=("nbval-ignore-output",),
-    ),
-    Markdown(
-        en="""## Load the data
+print(f"Training for {epochs} epoch(s) on {device}")
 
-This is the usual torchvision code. `ToTensor` turns each image into a tensor of values in [0, 1], and `Normalize((0.5,), (0.5,))` maps them to [-1, 1]. Since the files are already in `data_dir`, `download=True` downloads nothing.""",
-        zh="""## 加载数据
+# %% [markdown] lang="en"
+# ## Load the data
+#
+# This is the usual torchvision code. `ToTensor` turns each image into a tensor of values in [0, 1], and `Normalize((0.5,), (0.5,))` maps them to [-1, 1]. Since the files are already in `data_dir`, `download=True` downloads nothing. The later lessons get exactly these two loaders from one call, `helper.fashion_mnist_loaders(data_dir)`.
 
-这是常见的 torchvision 写法。`ToTensor` 把每张图像转成取值在 [0, 1] 的张量，`Normalize((0.5,), (0.5,))` 再把它们映射到 [-1, 1]。由于文件已经在 `data_dir` 中，`download=True` 不会再下载任何东西。""",
-    ),
-    Code(
-        en="""# Define a transform to normalize the data
+# %% [markdown] lang="zh-CN"
+# ## 加载数据
+#
+# 这是常见的 torchvision 写法。`ToTensor` 把每张图像转成取值在 [0, 1] 的张量，`Normalize((0.5,), (0.5,))` 再把它们映射到 [-1, 1]。由于文件已经在 `data_dir` 中，`download=True` 不会再下载任何东西。后面几课只需调用一次 `helper.fashion_mnist_loaders(data_dir)`，就能得到完全相同的这两个数据加载器。
+
+# %%
+# Define a transform to normalize the data
+# zh-CN: 定义对数据做归一化的变换
 transform = transforms.Compose([transforms.ToTensor(),
                                 transforms.Normalize((0.5,), (0.5,))])
 
 # The training data, shuffled at every epoch
+# zh-CN: 训练数据，每轮都会打乱顺序
 trainset = datasets.FashionMNIST(data_dir, download=True, train=True, transform=transform)
 trainloader = torch.utils.data.DataLoader(trainset, batch_size=64, shuffle=True)
 
 # The test data: its order does not matter for measuring accuracy
+# zh-CN: 测试数据：计算准确率时顺序无关紧要
 testset = datasets.FashionMNIST(data_dir, download=True, train=False, transform=transform)
 testloader = torch.utils.data.DataLoader(testset, batch_size=64)
 
-print(len(trainset), "training images,", len(testset), "test images")""",
-        zh_comments={
-            '# Define a transform to normalize the data': '# 定义对数据做归一化的变换',
-            '# The training data, shuffled at every epoch': '# 训练数据，每轮都会打乱顺序',
-            '# The test data: its order does not matter for measuring accuracy': '# 测试数据：计算准确率时顺序无关紧要',
-        },
-    ),
-    Markdown(
-        en="""Here is one of the images. `helper.imshow` undoes the normalisation before drawing it in grey.""",
-        zh="""下面是其中一张图像。`helper.imshow` 会先撤销归一化，再以灰度显示。""",
-    ),
-    Code(
-        en="""images, labels = next(iter(trainloader))
-ax = helper.imshow(images[0], title=helper.FASHION_MNIST_CLASSES[labels[0]])""",
-    ),
-    Markdown(
-        en="""## Train a network
+print(len(trainset), "training images,", len(testset), "test images")
 
-The model architecture and the training loop live in `fc_model`, so this notebook can focus on saving and loading. `fc_model.Network(784, 10, [512, 256, 128])` is a fully-connected network with 784 inputs (28×28 pixels), 10 outputs (the classes) and three hidden layers with dropout. `fc_model.train` prints the training loss and the loss and accuracy on the whole test set every 40 steps, and returns that history.""",
-        zh="""## 训练网络
+# %% [markdown] lang="en"
+# Here is one of the images. `helper.imshow` undoes the normalisation before drawing it in grey.
 
-模型架构和训练循环都放在 `fc_model` 中，这样本 notebook 可以专注于保存和加载。`fc_model.Network(784, 10, [512, 256, 128])` 是一个全连接网络：784 个输入（28×28 个像素）、10 个输出（类别），以及三个带 dropout 的隐藏层。`fc_model.train` 每 40 步打印一次训练损失，以及在整个测试集上的损失和准确率，并返回这些记录。""",
-    ),
-    Code(
-        en="""# Create the network, define the criterion and optimizer
+# %% [markdown] lang="zh-CN"
+# 下面是其中一张图像。`helper.imshow` 会先撤销归一化，再以灰度显示。
+
+# %%
+images, labels = next(iter(trainloader))
+ax = helper.imshow(images[0], title=helper.FASHION_MNIST_CLASSES[labels[0]])
+
+# %% [markdown] lang="en"
+# ## Train a network
+#
+# The model architecture and the training loop live in `fc_model`, so this notebook can focus on saving and loading. `fc_model.Network(784, 10, [512, 256, 128])` is a fully-connected network with 784 inputs (28×28 pixels), 10 outputs (the classes) and three hidden layers with dropout. `fc_model.train` prints the training loss and the loss and accuracy on the whole test set every 40 steps, and returns that history.
+
+# %% [markdown] lang="zh-CN"
+# ## 训练网络
+#
+# 模型架构和训练循环都放在 `fc_model` 中，这样本 notebook 可以专注于保存和加载。`fc_model.Network(784, 10, [512, 256, 128])` 是一个全连接网络：784 个输入（28×28 个像素）、10 个输出（类别），以及三个带 dropout 的隐藏层。`fc_model.train` 每 40 步打印一次训练损失，以及在整个测试集上的损失和准确率，并返回这些记录。
+
+# %%
+# Create the network, define the criterion and optimizer
+# zh-CN: 创建网络，定义损失函数和优化器
 model = fc_model.Network(784, 10, [512, 256, 128])
 criterion = nn.NLLLoss()
-optimizer = optim.Adam(model.parameters(), lr=0.001)""",
-        zh_comments={
-            '# Create the network, define the criterion and optimizer': '# 创建网络，定义损失函数和优化器',
-        },
-    ),
-    Code(
-        en="""history = fc_model.train(model, trainloader, testloader, criterion, optimizer,
-                         epochs=epochs, device=device)""",
-        tags=("nbval-ignore-output",),
-    ),
-    Code(
-        en="""figure = helper.plot_history(history)""",
-    ),
-    Markdown(
-        en="""## Saving and loading networks
+optimizer = optim.Adam(model.parameters(), lr=0.001)
 
-Training a network every time you need it is impractical. Instead, we save the trained network and load it later, to train it more or to make predictions.
+# %% tags=["nbval-ignore-output"]
+history = fc_model.train(model, trainloader, testloader, criterion, optimizer,
+                         epochs=epochs, device=device)
 
-What a PyTorch network has learnt is stored in its `state_dict`, an ordered dictionary that maps the name of every parameter *and buffer* to a tensor. Here that is the weight and the bias of every layer. Buffers are tensors a layer keeps without training them by gradient descent, such as the running statistics of batch normalisation; this network has none. Dropout has neither, so it has no entry.""",
-        zh="""## 保存和加载网络
+# %%
+figure = helper.plot_history(history)
 
-每次要用网络时都重新训练一遍并不现实。更好的做法是保存训练好的网络，之后再加载，用来继续训练或进行预测。
+# %% [markdown] lang="en"
+# ## Saving and loading networks
+#
+# Training a network every time you need it is impractical. Instead, we save the trained network and load it later, to train it more or to make predictions.
+#
+# What a PyTorch network has learnt is stored in its `state_dict`, an ordered dictionary that maps the name of every parameter *and buffer* to a tensor. Here that is the weight and the bias of every layer. Buffers are tensors a layer keeps without training them by gradient descent, such as the running statistics of batch normalisation; this network has none. Dropout has neither, so it has no entry.
 
-PyTorch 网络学到的东西保存在它的 `state_dict`（状态字典）中。这是一个有序字典，把每个参数*和缓冲区*（buffer）的名字映射到一个张量。在这里，就是每一层的权重和偏置。缓冲区是层中保存的、但不通过梯度下降训练的张量，比如批量归一化（batch normalization）的滑动统计量；这个网络没有缓冲区。dropout 两者都没有，所以字典里没有它。""",
-    ),
-    Code(
-        en="""print("Our model: \\n\\n", model, '\\n')
-print("The state dict keys: \\n\\n", model.state_dict().keys())""",
-    ),
-    Markdown(
-        en="""`state_dict()` copies nothing: its tensors *are* the model's parameters, so they change whenever training goes on. To keep a snapshot, for example the best weights so far, copy it with `copy.deepcopy` or save it to a file straight away. Comparing memory addresses shows the difference:""",
-        zh="""`state_dict()` 不会复制任何东西：其中的张量*就是*模型的参数本身，训练一继续，它们也跟着改变。如果要保留一份快照，比如迄今最好的权重，就要用 `copy.deepcopy` 复制一份，或者立即保存到文件中。比较一下内存地址就能看出区别：""",
-    ),
-    Code(
-        en="""live = model.state_dict()
+# %% [markdown] lang="zh-CN"
+# ## 保存和加载网络
+#
+# 每次要用网络时都重新训练一遍并不现实。更好的做法是保存训练好的网络，之后再加载，用来继续训练或进行预测。
+#
+# PyTorch 网络学到的东西保存在它的 `state_dict`（状态字典）中。这是一个有序字典，把每个参数*和缓冲区*（buffer）的名字映射到一个张量。在这里，就是每一层的权重和偏置。缓冲区是层中保存的、但不通过梯度下降训练的张量，比如批量归一化（batch normalization）的滑动统计量；这个网络没有缓冲区。dropout 两者都没有，所以字典里没有它。
+
+# %%
+print("Our model: \n\n", model, '\n')
+print("The state dict keys: \n\n", model.state_dict().keys())
+
+# %% [markdown] lang="en"
+# `state_dict()` copies nothing: its tensors *are* the model's parameters, so they change whenever training goes on. To keep a snapshot, for example the best weights so far, copy it with `copy.deepcopy` or save it to a file straight away. Comparing memory addresses shows the difference:
+
+# %% [markdown] lang="zh-CN"
+# `state_dict()` 不会复制任何东西：其中的张量*就是*模型的参数本身，训练一继续，它们也跟着改变。如果要保留一份快照，比如迄今最好的权重，就要用 `copy.deepcopy` 复制一份，或者立即保存到文件中。比较一下内存地址就能看出区别：
+
+# %%
+live = model.state_dict()
 snapshot = copy.deepcopy(model.state_dict())
 print("state_dict() shares the model's memory:", live['output.bias'].data_ptr() == model.output.bias.data_ptr())
-print("a deep copy shares it:                 ", snapshot['output.bias'].data_ptr() == model.output.bias.data_ptr())""",
-    ),
-    Markdown(
-        en="""The simplest thing to do is to save the state dict with `torch.save`, here to a file `checkpoint.pth` (`.pth` and `.pt` are the usual extensions for PyTorch files).""",
-        zh="""最简单的做法是用 `torch.save` 保存状态字典，这里保存到文件 `checkpoint.pth`（`.pth` 和 `.pt` 是 PyTorch 文件常用的扩展名）。""",
-    ),
-    Code(
-        en="""torch.save(model.state_dict(), 'checkpoint.pth')""",
-    ),
-    Markdown(
-        en="""Then we load it with `torch.load`. Two arguments are worth writing out every time:
+print("a deep copy shares it:                 ", snapshot['output.bias'].data_ptr() == model.output.bias.data_ptr())
 
-- `weights_only=True` lets `torch.load` rebuild only tensors and plain Python containers and numbers. Since PyTorch 1.6, a file written by `torch.save` is a zip archive holding a Python pickle (the structure of the saved object) and the raw data of each tensor. Unpickling an arbitrary file can run any code hidden in it; with `weights_only=True` such a file is refused instead. The option exists since PyTorch 1.13 and is the default since 2.6: on versions 1.13 to 2.5 you must write it to load safely, and on newer ones writing it does no harm. Never pass `weights_only=False` for a file you did not make yourself (lesson 3 shows why).
-- `map_location` says where the loaded *tensors* go. A checkpoint saved on a GPU remembers its device; `map_location='cpu'` loads it on a machine without one. It moves tensors, not models: more on that below.""",
-        zh="""然后用 `torch.load` 把它加载回来。有两个参数值得每次都写上：
+# %% [markdown] lang="en"
+# The simplest thing to do is to save the state dict with `torch.save`, here to a file `checkpoint.pth` (`.pth` and `.pt` are the usual extensions for PyTorch files).
 
-- `weights_only=True` 让 `torch.load` 只重建张量以及普通的 Python 容器和数字。从 PyTorch 1.6 起，`torch.save` 写出的文件是一个 zip 归档，里面有一个 Python pickle（记录所保存对象的结构）以及每个张量的原始数据。反序列化一个来路不明的文件可能执行其中暗藏的任意代码；使用 `weights_only=True` 时，这样的文件会被拒绝加载。这个选项从 PyTorch 1.13 开始提供，从 2.6 起成为默认值：在 1.13 到 2.5 版本中必须显式写出它才能安全加载，在更新的版本中写出来也没有坏处。对于不是你自己生成的文件，千万不要传入 `weights_only=False`（第 3 课会说明原因）。
-- `map_location` 指定加载出来的*张量*放到哪里。在 GPU 上保存的检查点会记住它所在的设备；`map_location='cpu'` 可以让它在没有 GPU 的机器上加载。它移动的是张量，而不是模型：后面会详细说明。""",
-    ),
-    Code(
-        en="""state_dict = torch.load('checkpoint.pth', map_location='cpu', weights_only=True)
-print(state_dict.keys())""",
-    ),
-    Markdown(
-        en="""To load the state dict into a network, call `model.load_state_dict(state_dict)`. It copies every tensor into the parameter of the same name, and returns the keys that did *not* match: `missing_keys` (the model has them, the file does not) and `unexpected_keys` (the other way round). With the default `strict=True`, any such key raises an error instead, so a call that returns has matched them all:""",
-        zh="""要把状态字典加载到网络中，调用 `model.load_state_dict(state_dict)`。它会把每个张量复制到同名的参数中，并返回*没有*匹配上的键：`missing_keys`（模型有、文件里没有的）和 `unexpected_keys`（文件里有、模型没有的）。在默认的 `strict=True` 下，只要出现这样的键就会直接报错，因此调用能正常返回，就说明所有的键都匹配上了：""",
-    ),
-    Code(
-        en="""model.load_state_dict(state_dict)""",
-    ),
-    Markdown(
-        en="""That seems straightforward, but loading a state dict only works when the model has exactly the architecture of the checkpoint. A network with other hidden layers, say `[400, 200, 100]`, cannot take these tensors: `load_state_dict` raises a `RuntimeError` that lists every size mismatch.
+# %% [markdown] lang="zh-CN"
+# 最简单的做法是用 `torch.save` 保存状态字典，这里保存到文件 `checkpoint.pth`（`.pth` 和 `.pt` 是 PyTorch 文件常用的扩展名）。
 
-We catch the error and print it, so the notebook keeps running, and we give the new network its own name: `model` stays the trained network that we save below.""",
-        zh="""看上去很简单，但只有当模型的架构与检查点完全一致时，状态字典才能加载成功。如果网络的隐藏层不同，比如 `[400, 200, 100]`，就装不下这些张量：`load_state_dict` 会抛出 `RuntimeError`，列出所有尺寸不匹配的地方。
+# %%
+torch.save(model.state_dict(), 'checkpoint.pth')
 
-这里我们捕获这个错误并打印出来，让 notebook 继续运行；同时给新网络起一个单独的名字，让 `model` 仍然是我们接下来要保存的、训练好的网络。""",
-    ),
-    Code(
-        en="""other_model = fc_model.Network(784, 10, [400, 200, 100])
+# %% [markdown] lang="en"
+# Then we load it with `torch.load`. Two arguments are worth writing out every time:
+#
+# - `weights_only=True` lets `torch.load` rebuild only tensors and plain Python containers and numbers. Since PyTorch 1.6, a file written by `torch.save` is a zip archive holding a Python pickle (the structure of the saved object) and the raw data of each tensor. Unpickling an arbitrary file can run any code hidden in it; with `weights_only=True` such a file is refused instead. The option exists since PyTorch 1.13 and is the default since 2.6: on versions 1.13 to 2.5 you must write it to load safely, and on newer ones writing it does no harm. Never pass `weights_only=False` for a file you did not make yourself (lesson 3 shows why).
+# - `map_location` says where the loaded *tensors* go. A checkpoint saved on a GPU remembers its device; `map_location='cpu'` loads it on a machine without one. It moves tensors, not models: more on that below.
+
+# %% [markdown] lang="zh-CN"
+# 然后用 `torch.load` 把它加载回来。有两个参数值得每次都写上：
+#
+# - `weights_only=True` 让 `torch.load` 只重建张量以及普通的 Python 容器和数字。从 PyTorch 1.6 起，`torch.save` 写出的文件是一个 zip 归档，里面有一个 Python pickle（记录所保存对象的结构）以及每个张量的原始数据。反序列化一个来路不明的文件可能执行其中暗藏的任意代码；使用 `weights_only=True` 时，这样的文件会被拒绝加载。这个选项从 PyTorch 1.13 开始提供，从 2.6 起成为默认值：在 1.13 到 2.5 版本中必须显式写出它才能安全加载，在更新的版本中写出来也没有坏处。对于不是你自己生成的文件，千万不要传入 `weights_only=False`（第 3 课会说明原因）。
+# - `map_location` 指定加载出来的*张量*放到哪里。在 GPU 上保存的检查点会记住它所在的设备；`map_location='cpu'` 可以让它在没有 GPU 的机器上加载。它移动的是张量，而不是模型：后面会详细说明。
+
+# %%
+state_dict = torch.load('checkpoint.pth', map_location='cpu', weights_only=True)
+print(state_dict.keys())
+
+# %% [markdown] lang="en"
+# To load the state dict into a network, call `model.load_state_dict(state_dict)`. It copies every tensor into the parameter of the same name, and returns the keys that did *not* match: `missing_keys` (the model has them, the file does not) and `unexpected_keys` (the other way round). With the default `strict=True`, any such key raises an error instead, so a call that returns has matched them all:
+
+# %% [markdown] lang="zh-CN"
+# 要把状态字典加载到网络中，调用 `model.load_state_dict(state_dict)`。它会把每个张量复制到同名的参数中，并返回*没有*匹配上的键：`missing_keys`（模型有、文件里没有的）和 `unexpected_keys`（文件里有、模型没有的）。在默认的 `strict=True` 下，只要出现这样的键就会直接报错，因此调用能正常返回，就说明所有的键都匹配上了：
+
+# %%
+model.load_state_dict(state_dict)
+
+# %% [markdown] lang="en"
+# That seems straightforward, but loading a state dict only works when the model has exactly the architecture of the checkpoint. A network with other hidden layers, say `[400, 200, 100]`, cannot take these tensors: `load_state_dict` raises a `RuntimeError` that lists every size mismatch.
+#
+# We catch the error and print it, so the notebook keeps running, and we give the new network its own name: `model` stays the trained network that we save below.
+
+# %% [markdown] lang="zh-CN"
+# 看上去很简单，但只有当模型的架构与检查点完全一致时，状态字典才能加载成功。如果网络的隐藏层不同，比如 `[400, 200, 100]`，就装不下这些张量：`load_state_dict` 会抛出 `RuntimeError`，列出所有尺寸不匹配的地方。
+#
+# 这里我们捕获这个错误并打印出来，让 notebook 继续运行；同时给新网络起一个单独的名字，让 `model` 仍然是我们接下来要保存的、训练好的网络。
+
+# %%
+other_model = fc_model.Network(784, 10, [400, 200, 100])
 try:
     # This fails: the tensor sizes do not match
+    # zh-CN: 这里会失败：张量尺寸不匹配
     other_model.load_state_dict(state_dict)
 except RuntimeError as error:
-    print(error)""",
-        zh_comments={
-            '# This fails: the tensor sizes do not match': '# 这里会失败：张量尺寸不匹配',
-        },
-    ),
-    Markdown(
-        en="""## A checkpoint that knows its architecture
+    print(error)
 
-So we need to rebuild the model exactly as it was when it was trained. The state dict alone does not say how: the architecture must be saved in the checkpoint too. We build a dictionary with everything needed to rebuild the model (the layer sizes and the dropout probability) next to the state dict.""",
-        zh="""## 记录了架构的检查点
+# %% [markdown] lang="en"
+# ## A checkpoint that knows its architecture
+#
+# So we need to rebuild the model exactly as it was when it was trained. The state dict alone does not say how: the architecture must be saved in the checkpoint too. We build a dictionary with everything needed to rebuild the model (the layer sizes and the dropout probability) next to the state dict.
 
-因此，我们需要按训练时的样子原样重建模型。仅凭状态字典无法做到这一点：架构也必须保存在检查点中。我们构建一个字典，把重建模型所需的全部信息（各层大小和 dropout 概率）与状态字典放在一起。""",
-    ),
-    Code(
-        en="""checkpoint = {'input_size': 784,
+# %% [markdown] lang="zh-CN"
+# ## 记录了架构的检查点
+#
+# 因此，我们需要按训练时的样子原样重建模型。仅凭状态字典无法做到这一点：架构也必须保存在检查点中。我们构建一个字典，把重建模型所需的全部信息（各层大小和 dropout 概率）与状态字典放在一起。
+
+# %%
+checkpoint = {'input_size': 784,
               'output_size': 10,
               'hidden_layers': [layer.out_features for layer in model.hidden_layers],
               'drop_p': model.dropout.p,
               'state_dict': model.state_dict()}
 
 torch.save(checkpoint, 'checkpoint.pth')
-print({key: value for key, value in checkpoint.items() if key != 'state_dict'})""",
-    ),
-    Markdown(
-        en="""Now the checkpoint holds all the information needed to rebuild the trained model. A function that loads it must put the model on the device where it will compute, and three separate things decide where tensors live:
+print({key: value for key, value in checkpoint.items() if key != 'state_dict'})
 
-- `map_location` decides where the tensors *loaded from the file* go;
-- `load_state_dict` copies those tensors into the model's parameters, *wherever the parameters already are*: it never moves the model;
-- the model goes where `model.to(device)` puts it. A new `fc_model.Network` starts on the CPU.
 
-So loading with `map_location='cuda'` into a network built on the CPU leaves the network on the CPU, and the first GPU batch fed to it fails with a device-mismatch error. The function below reads the file (safely) onto `device`, builds a network of the saved architecture, moves it to `device`, copies the weights in, and switches it to evaluation mode with `eval()`, so that dropout is off for predictions.""",
-        zh="""现在检查点包含了重建训练好的模型所需的全部信息。加载它的函数必须把模型放到将要进行计算的设备上，而张量放在哪里，由三件互不相干的事情决定：
+# %% [markdown] lang="en"
+# Now the checkpoint holds all the information needed to rebuild the trained model. A function that loads it must put the model on the device where it will compute, and three separate things decide where tensors live:
+#
+# - `map_location` decides where the tensors *loaded from the file* go;
+# - `load_state_dict` copies those tensors into the model's parameters, *wherever the parameters already are*: it never moves the model;
+# - the model goes where `model.to(device)` puts it. A new `fc_model.Network` starts on the CPU.
+#
+# So loading with `map_location='cuda'` into a network built on the CPU leaves the network on the CPU, and the first GPU batch fed to it fails with a device-mismatch error. The function below reads the file (safely) onto `device`, builds a network of the saved architecture, moves it to `device`, copies the weights in, and switches it to evaluation mode with `eval()`, so that dropout is off for predictions.
 
-- `map_location` 决定*从文件加载出来的*张量放到哪里；
-- `load_state_dict` 把这些张量复制到模型的参数中，*参数原来在哪里就留在哪里*：它从不移动模型；
-- 模型放在 `model.to(device)` 指定的地方。新建的 `fc_model.Network` 位于 CPU 上。
+# %% [markdown] lang="zh-CN"
+# 现在检查点包含了重建训练好的模型所需的全部信息。加载它的函数必须把模型放到将要进行计算的设备上，而张量放在哪里，由三件互不相干的事情决定：
+#
+# - `map_location` 决定*从文件加载出来的*张量放到哪里；
+# - `load_state_dict` 把这些张量复制到模型的参数中，*参数原来在哪里就留在哪里*：它从不移动模型；
+# - 模型放在 `model.to(device)` 指定的地方。新建的 `fc_model.Network` 位于 CPU 上。
+#
+# 因此，用 `map_location='cuda'` 加载、再载入到在 CPU 上构建的网络中，网络仍然留在 CPU 上，一旦给它输入 GPU 上的批次，就会因设备不一致而报错。下面的函数把文件（安全地）读到 `device` 上，按保存的架构构建网络，把网络移到 `device`，复制权重，再用 `eval()` 把网络切换到评估模式，这样做预测时 dropout 就不会起作用。
 
-因此，用 `map_location='cuda'` 加载、再载入到在 CPU 上构建的网络中，网络仍然留在 CPU 上，一旦给它输入 GPU 上的批次，就会因设备不一致而报错。下面的函数把文件（安全地）读到 `device` 上，按保存的架构构建网络，把网络移到 `device`，复制权重，再用 `eval()` 把网络切换到评估模式，这样做预测时 dropout 就不会起作用。""",
-    ),
-    Code(
-        en="""def load_checkpoint(filepath, device='cpu'):
+# %%
+def load_checkpoint(filepath, device='cpu'):
     # Rebuild, on device, a network saved by the cell above
+    # zh-CN: 在 device 上重建上一个单元格保存的网络
     checkpoint = torch.load(filepath, map_location=device, weights_only=True)
     model = fc_model.Network(checkpoint['input_size'],
                              checkpoint['output_size'],
                              checkpoint['hidden_layers'],
                              checkpoint['drop_p'])
     model.to(device)                                 # the parameters move to device ...
+                                                     # zh-CN: 参数移到 device 上……
     model.load_state_dict(checkpoint['state_dict'])  # ... and the saved values are copied into them
+                                                     # zh-CN: ……再把保存的值复制进去
     model.eval()
-    return model""",
-        zh_comments={
-            '# Rebuild, on device, a network saved by the cell above': '# 在 device 上重建上一个单元格保存的网络',
-            '# the parameters move to device ...': '# 参数移到 device 上……',
-            '# ... and the saved values are copied into them': '# ……再把保存的值复制进去',
-        },
-    ),
-    Code(
-        en="""loaded_model = load_checkpoint('checkpoint.pth', device)
-print(loaded_model)""",
-    ),
-    Markdown(
-        en="""## Did it work?
+    return model
 
-A saved model is only useful if it behaves like the one we trained. The reloaded network must be on the same device as the trained one, and in evaluation mode both must give identical outputs for the same images, and the same accuracy on the whole test set. The cell stops with an `AssertionError` if they do not.""",
-        zh="""## 真的成功了吗？
 
-只有当保存的模型与训练好的模型表现一致时，保存才有意义。重新加载的网络必须和训练好的网络位于同一个设备上；在评估模式下，两个网络对同一批图像的输出必须完全相同，在整个测试集上的准确率也必须相同。如果不一致，这个单元格会以 `AssertionError` 停止。""",
-    ),
-    Code(
-        en="""assert devices.model_device(loaded_model) == devices.model_device(model)
+# %%
+loaded_model = load_checkpoint('checkpoint.pth', device)
+print(loaded_model)
+
+# %% [markdown] lang="en"
+# ## Did it work?
+#
+# A saved model is only useful if it behaves like the one we trained. The reloaded network must be on the same device as the trained one, and in evaluation mode both must give identical outputs for the same images, and the same accuracy on the whole test set. The cell stops with an `AssertionError` if they do not.
+
+# %% [markdown] lang="zh-CN"
+# ## 真的成功了吗？
+#
+# 只有当保存的模型与训练好的模型表现一致时，保存才有意义。重新加载的网络必须和训练好的网络位于同一个设备上；在评估模式下，两个网络对同一批图像的输出必须完全相同，在整个测试集上的准确率也必须相同。如果不一致，这个单元格会以 `AssertionError` 停止。
+
+# %% tags=["nbval-ignore-output"]
+assert devices.model_device(loaded_model) == devices.model_device(model)
 model.eval()
 test_images, test_labels = next(iter(testloader))
 test_images = test_images.to(device)
@@ -293,35 +326,32 @@ _, trained_accuracy = fc_model.validation(model, testloader, criterion)
 _, loaded_accuracy = fc_model.validation(loaded_model, testloader, criterion)
 assert loaded_accuracy == trained_accuracy
 print(f"Test accuracy of the trained model:  {trained_accuracy:.4f}")
-print(f"Test accuracy of the reloaded model: {loaded_accuracy:.4f}")""",
-        tags=("nbval-ignore-output",),
-    ),
-    Markdown(
-        en="""Finally, the reloaded model classifies a test image. `torch.exp` turns the network's log-probabilities into probabilities.""",
-        zh="""最后，用重新加载的模型对一张测试图像进行分类。`torch.exp` 把网络输出的对数概率转换为概率。""",
-    ),
-    Code(
-        en="""with torch.no_grad():
+print(f"Test accuracy of the reloaded model: {loaded_accuracy:.4f}")
+
+# %% [markdown] lang="en"
+# Finally, the reloaded model classifies a test image. `torch.exp` turns the network's log-probabilities into probabilities.
+
+# %% [markdown] lang="zh-CN"
+# 最后，用重新加载的模型对一张测试图像进行分类。`torch.exp` 把网络输出的对数概率转换为概率。
+
+# %%
+with torch.no_grad():
     probabilities = torch.exp(loaded_model(test_images[:1]))
 print("Label:", helper.FASHION_MNIST_CLASSES[test_labels[0]])
-figure = helper.view_classify(test_images[0], probabilities)""",
-    ),
-    Markdown(
-        en="""## Summary
+figure = helper.view_classify(test_images[0], probabilities)
 
-- A model's parameters and buffers live in its `state_dict`; save it with `torch.save(model.state_dict(), path)`. It holds references to the live tensors: `copy.deepcopy` it to keep a snapshot.
-- Load with `torch.load(path, map_location=..., weights_only=True)`, then `model.load_state_dict(...)` on a model of the same architecture, which raises on any key or size that does not match.
-- `map_location` places the loaded tensors, `model.to(device)` places the model; `load_state_dict` copies values and moves nothing.
-- Store the architecture in the checkpoint, so the model can be rebuilt from the file alone, and call `eval()` before predicting.
+# %% [markdown] lang="en"
+# ## Summary
+#
+# - A model's parameters and buffers live in its `state_dict`; save it with `torch.save(model.state_dict(), path)`. It holds references to the live tensors: `copy.deepcopy` it to keep a snapshot.
+# - Load with `torch.load(path, map_location=..., weights_only=True)`, then `model.load_state_dict(...)` on a model of the same architecture, which raises on any key or size that does not match.
+# - `map_location` places the loaded tensors, `model.to(device)` places the model; `load_state_dict` copies values and moves nothing.
+# - Store the architecture in the checkpoint, so the model can be rebuilt from the file alone, and call `eval()` before predicting.
 
-The next lesson saves more than the weights: the optimizer state and everything else needed to stop training and resume it exactly.""",
-        zh="""## 小结
-
-- 模型的参数和缓冲区保存在 `state_dict` 中，用 `torch.save(model.state_dict(), path)` 保存。它引用的是模型中正在使用的张量：要保留快照，就用 `copy.deepcopy` 复制一份。
-- 用 `torch.load(path, map_location=..., weights_only=True)` 加载，再对同样架构的模型调用 `model.load_state_dict(...)`；只要有键或尺寸不匹配，它就会报错。
-- `map_location` 决定加载出来的张量放在哪里，`model.to(device)` 决定模型放在哪里；`load_state_dict` 只复制数值，不移动任何东西。
-- 把架构一并存入检查点，这样只凭文件就能重建模型；预测之前记得调用 `eval()`。
-
-下一课将保存比权重更多的内容：优化器状态，以及精确地中断并恢复训练所需的一切。""",
-    ),
-]
+# %% [markdown] lang="zh-CN"
+# ## 小结
+#
+# - 模型的参数和缓冲区保存在 `state_dict` 中，用 `torch.save(model.state_dict(), path)` 保存。它引用的是模型中正在使用的张量：要保留快照，就用 `copy.deepcopy` 复制一份。
+# - 用 `torch.load(path, map_location=..., weights_only=True)` 加载，再对同样架构的模型调用 `model.load_state_dict(...)`；只要有键或尺寸不匹配，它就会报错。
+# - `map_location` 决定加载出来的张量放在哪里，`model.to(device)` 决定模型放在哪里；`load_state_dict` 只复制数值，不移动任何东西。
+# - 把架构一并存入检查点，这样只凭文件就能重建模型；预测之前记得调用 `eval()`。

@@ -1,74 +1,89 @@
-# Lesson 2: general checkpoints and resuming training exactly, in English and Chinese.
-# Source of notebooks/{en,zh-CN}/02-checkpoints-and-resuming-training.ipynb: edit here, then run
-# `python tools/build_notebooks.py 02-checkpoints-and-resuming-training`. Markdown and Code are
-# provided by the builder; the Colab cell is added after the first cell.
+# ---
+# jupyter:
+#   jupytext:
+#     cell_metadata_filter: lang,tags
+#     notebook_metadata_filter: lesson
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   lesson:
+#     title:
+#       en: 2. Checkpoints and resuming training
+#       zh-CN: 2. 检查点与恢复训练
+#     summary:
+#       en: the optimizer's `state_dict`, a general checkpoint that loads safely, stopping and resuming
+#         with bit-identical weights, `train()` vs `eval()`, the latest and the best checkpoint, atomic
+#         saving and clear errors for damaged files.
+#       zh-CN: 优化器的 `state_dict`、可以安全加载的通用检查点、中断后恢复训练并得到逐位相同的权重、`train()` 与 `eval()`、最新与最佳检查点、原子写入以及文件损坏时清楚的错误提示。
+#     quick_run:
+#       epochs: 3
+#       stop_after: 2
+#       train_size: 3200
+# ---
 
-NAME = "02-checkpoints-and-resuming-training"
-TITLE = {"en": "2. Checkpoints and resuming training", "zh-CN": "2. 检查点与恢复训练"}
+# %% [markdown] lang="en"
+# # Checkpoints and Resuming Training
+#
+# Lesson 1 saved a trained model to make predictions. Long training runs need more: a run stops (a crash, a closed laptop, a time limit on a shared GPU) and should continue as if nothing had happened. In this lesson you will
+#
+# 1. see that the optimizer has a `state_dict` too, and why resuming needs it,
+# 2. build a *general checkpoint*: everything needed to continue training, and only things that load safely,
+# 3. stop a run after one epoch, rebuild model and optimizer from the file alone, finish training, and get **bit-identical** weights to a run that never stopped,
+# 4. see why inference needs `model.eval()`,
+# 5. keep the latest and the best checkpoint, and get a clear error from a damaged file.
 
-CELLS = [
-    Markdown(
-        en="""# Checkpoints and Resuming Training
+# %% [markdown] lang="zh-CN"
+# # 检查点与恢复训练
+#
+# 第 1 课保存了训练好的模型，用来做预测。长时间的训练还需要更多：训练可能中途停止（程序崩溃、合上笔记本电脑、共享 GPU 的时间用完），而我们希望它能像什么都没发生过一样继续下去。在这节课里，你将：
+#
+# 1. 了解优化器也有 `state_dict`，以及为什么恢复训练离不开它；
+# 2. 构建一个*通用检查点*：包含继续训练所需的一切，而且只包含能安全加载的内容；
+# 3. 在训练一轮后停止，只凭文件重建模型和优化器，完成剩下的训练，并得到与从未中断的训练**逐位相同**的权重；
+# 4. 理解为什么推理时需要 `model.eval()`；
+# 5. 同时保留最新和最佳的检查点，并在文件损坏时得到清楚的错误提示。
 
-Lesson 1 saved a trained model to make predictions. Long training runs need more: a run stops (a crash, a closed laptop, a time limit on a shared GPU) and should continue as if nothing had happened. In this lesson you will
+# %% [markdown] lang="en"
+# ## Imports and parameters
+#
+# Two companion modules do the work of this lesson: `checkpoint_io` writes and reads checkpoint files (`save_checkpoint`, `load_checkpoint`), and `fc_model` has a `train` that can save and resume, and `load_network`, which rebuilds a network from a file.
 
-1. see that the optimizer has a `state_dict` too, and why resuming needs it,
-2. build a *general checkpoint*: everything needed to continue training, and only things that load safely,
-3. stop a run after one epoch, rebuild model and optimizer from the file alone, finish training, and get **bit-identical** weights to a run that never stopped,
-4. see why inference needs `model.eval()`,
-5. keep the latest and the best checkpoint, and get a clear error from a damaged file.""",
-        zh="""# 检查点与恢复训练
+# %% [markdown] lang="zh-CN"
+# ## 导入模块和参数
+#
+# 本课的工作由两个配套模块完成：`checkpoint_io` 负责写入和读取检查点文件（`save_checkpoint`、`load_checkpoint`）；`fc_model` 提供可以保存并恢复训练的 `train`，以及从文件重建网络的 `load_network`。
 
-第 1 课保存了训练好的模型，用来做预测。长时间的训练还需要更多：训练可能中途停止（程序崩溃、合上笔记本电脑、共享 GPU 的时间用完），而我们希望它能像什么都没发生过一样继续下去。在这节课里，你将：
-
-1. 了解优化器也有 `state_dict`，以及为什么恢复训练离不开它；
-2. 构建一个*通用检查点*：包含继续训练所需的一切，而且只包含能安全加载的内容；
-3. 在训练一轮后停止，只凭文件重建模型和优化器，完成剩下的训练，并得到与从未中断的训练**逐位相同**的权重；
-4. 理解为什么推理时需要 `model.eval()`；
-5. 同时保留最新和最佳的检查点，并在文件损坏时得到清楚的错误提示。""",
-    ),
-    Markdown(
-        en="""## Imports and parameters
-
-`fc_model` now also provides the checkpoint functions of this lesson: `save_checkpoint`, `load_checkpoint`, `load_network`, and a `train` that can save and resume.""",
-        zh="""## 导入模块和参数
-
-`fc_model` 现在还提供本课用到的检查点函数：`save_checkpoint`、`load_checkpoint`、`load_network`，以及可以保存并恢复训练的 `train`。""",
-    ),
-    Code(
-        en="""import copy
+# %%
+import copy
 import pickle
 from pathlib import Path
 
 import torch
 from torch import nn, optim
-from torchvision import datasets, transforms
 
+import checkpoint_io
 import devices
 import fc_model
-import helper""",
-    ),
-    Code(
-        en="""epochs = 2                             # total passes over the training images
+import helper
+
+# %% tags=["parameters"]
+epochs = 2                             # total passes over the training images
+                                       # zh-CN: 遍历训练图像的总轮数
 stop_after = 1                         # epochs before the simulated interruption (less than epochs)
+                                       # zh-CN: 模拟中断之前训练的轮数（须小于 epochs）
 train_size = 60000                     # training images to use; fewer make a quicker run
+                                       # zh-CN: 使用的训练图像数量；越少运行越快
 device = "auto"                        # "auto", "cpu", "cuda" or "mps"
+                                       # zh-CN: "auto"、"cpu"、"cuda" 或 "mps"
 data_dir = "~/.pytorch/F_MNIST_data/"  # where torchvision keeps Fashion-MNIST
+                                       # zh-CN: torchvision 存放 Fashion-MNIST 的目录
 checkpoint_dir = "checkpoints"         # where this notebook writes its checkpoints
-seed = 7                               # fixes the initial weights, the data order and dropout""",
-        zh_comments={
-            '# total passes over the training images': '# 遍历训练图像的总轮数',
-            '# epochs before the simulated interruption (less than epochs)': '# 模拟中断之前训练的轮数（须小于 epochs）',
-            '# training images to use; fewer make a quicker run': '# 使用的训练图像数量；越少运行越快',
-            '# "auto", "cpu", "cuda" or "mps"': '# "auto"、"cpu"、"cuda" 或 "mps"',
-            '# where torchvision keeps Fashion-MNIST': '# torchvision 存放 Fashion-MNIST 的目录',
-            '# where this notebook writes its checkpoints': '# 本 notebook 写入检查点的目录',
-            '# fixes the initial weights, the data order and dropout': '# 固定初始权重、数据顺序和 dropout',
-        },
-        tags=("parameters",),
-    ),
-    Code(
-        en="""fc_model.check_positive_int(epochs=epochs, stop_after=stop_after, train_size=train_size)
+                                       # zh-CN: 本 notebook 写入检查点的目录
+seed = 7                               # fixes the initial weights, the data order and dropout
+                                       # zh-CN: 固定初始权重、数据顺序和 dropout
+
+# %% tags=["nbval-ignore-output"]
+fc_model.check_positive_int(epochs=epochs, stop_after=stop_after, train_size=train_size)
 if stop_after >= epochs:
     raise ValueError(f"stop_after ({stop_after}) must be less than epochs ({epochs}), "
                      "so that some training is left to resume")
@@ -79,88 +94,91 @@ helper.prepare_fashion_mnist(data_dir)
 checkpoint_dir = Path(checkpoint_dir)
 checkpoint_dir.mkdir(parents=True, exist_ok=True)
 print(f"{epochs} epochs on {device}, interrupted after {stop_after}; "
-      f"{train_size} training images")""",
-        tags=("nbval-ignore-output",),
-    ),
-    Markdown(
-        en="""## The data
+      f"{train_size} training images")
 
-The same Fashion-MNIST loaders as in lesson 1, optionally on the first `train_size` training images.""",
-        zh="""## 数据
+# %% [markdown] lang="en"
+# ## The data
+#
+# The same Fashion-MNIST loaders as in lesson 1, from `helper.fashion_mnist_loaders`, here on the first `train_size` training images.
 
-与第 1 课相同的 Fashion-MNIST 数据加载器，可以只使用前 `train_size` 张训练图像。""",
-    ),
-    Code(
-        en="""transform = transforms.Compose([transforms.ToTensor(),
-                                transforms.Normalize((0.5,), (0.5,))])
-trainset = datasets.FashionMNIST(data_dir, download=True, train=True, transform=transform)
-trainset = torch.utils.data.Subset(trainset, range(train_size))
-trainloader = torch.utils.data.DataLoader(trainset, batch_size=64, shuffle=True)
-testset = datasets.FashionMNIST(data_dir, download=True, train=False, transform=transform)
-testloader = torch.utils.data.DataLoader(testset, batch_size=64)
-criterion = nn.NLLLoss()""",
-    ),
-    Markdown(
-        en="""## The optimizer has a state dict too
+# %% [markdown] lang="zh-CN"
+# ## 数据
+#
+# 与第 1 课相同的 Fashion-MNIST 数据加载器，由 `helper.fashion_mnist_loaders` 创建，这里只使用前 `train_size` 张训练图像。
 
-An optimizer's `state_dict` has two parts: `param_groups`, the hyper-parameters (learning rate, momentum, …) with the indices of the parameters they apply to, and `state`, what the optimizer has learnt about each parameter so far. A new SGD optimizer with momentum has an empty `state`:""",
-        zh="""## 优化器也有状态字典
+# %%
+trainloader, testloader = helper.fashion_mnist_loaders(data_dir, train_size=train_size)
+criterion = nn.NLLLoss()
 
-优化器的 `state_dict` 由两部分组成：`param_groups` 是超参数（学习率、动量等）以及它们所作用的参数的编号；`state` 是优化器迄今为止为每个参数积累的信息。一个新建的带动量的 SGD 优化器，其 `state` 是空的：""",
-    ),
-    Code(
-        en="""torch.manual_seed(seed)
+# %% [markdown] lang="en"
+# ## The optimizer has a state dict too
+#
+# An optimizer's `state_dict` has two parts: `param_groups`, the hyper-parameters (learning rate, momentum, …) with the indices of the parameters they apply to, and `state`, what the optimizer has learnt about each parameter so far. A new SGD optimizer with momentum has an empty `state`:
+
+# %% [markdown] lang="zh-CN"
+# ## 优化器也有状态字典
+#
+# 优化器的 `state_dict` 由两部分组成：`param_groups` 是超参数（学习率、动量等）以及它们所作用的参数的编号；`state` 是优化器迄今为止为每个参数积累的信息。一个新建的带动量的 SGD 优化器，其 `state` 是空的：
+
+# %%
+torch.manual_seed(seed)
 model = fc_model.Network(784, 10, [512, 256, 128])
 sgd = optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-print(sgd.state_dict())""",
-    ),
-    Markdown(
-        en="""After one training step it holds a *momentum buffer* for each of the 8 parameter tensors: an exponentially decaying sum of past gradients. At every step SGD multiplies the buffer by the momentum (0.9 here) and adds the new gradient (with the default `dampening=0`), then moves the weights along the buffer instead of along the gradient alone.""",
-        zh="""训练一步之后，它为 8 个参数张量各保存了一个*动量缓冲区*：这是过去梯度按指数衰减的累加和。每一步，SGD 先把缓冲区乘以动量（这里是 0.9），再加上新的梯度（默认 `dampening=0`），然后沿着缓冲区而不只是沿着当前梯度来更新权重。""",
-    ),
-    Code(
-        en="""images, labels = next(iter(trainloader))
+print(sgd.state_dict())
+
+# %% [markdown] lang="en"
+# After one training step it holds a *momentum buffer* for each of the 8 parameter tensors: an exponentially decaying sum of past gradients. At every step SGD multiplies the buffer by the momentum (0.9 here) and adds the new gradient (with the default `dampening=0`), then moves the weights along the buffer instead of along the gradient alone.
+
+# %% [markdown] lang="zh-CN"
+# 训练一步之后，它为 8 个参数张量各保存了一个*动量缓冲区*：这是过去梯度按指数衰减的累加和。每一步，SGD 先把缓冲区乘以动量（这里是 0.9），再加上新的梯度（默认 `dampening=0`），然后沿着缓冲区而不只是沿着当前梯度来更新权重。
+
+# %%
+images, labels = next(iter(trainloader))
 
 def training_step(model, optimizer):
     # One step of training on the batch above
+    # zh-CN: 在上面这批数据上训练一步
     optimizer.zero_grad()
     criterion(model(images), labels).backward()
     optimizer.step()
 
 training_step(model, sgd)
 for index, state in sgd.state_dict()['state'].items():
-    print(index, {name: tuple(value.shape) for name, value in state.items()})""",
-        zh_comments={
-            '# One step of training on the batch above': '# 在上面这批数据上训练一步',
-        },
-    ),
-    Markdown(
-        en="""Adam, which lesson 1 used, keeps even more per parameter: the step count and exponential moving averages of the gradient (`exp_avg`) and of its square (`exp_avg_sq`). Together they are as large as the model twice over.""",
-        zh="""第 1 课使用的 Adam 为每个参数保存的信息更多：步数，以及梯度的指数滑动平均（`exp_avg`）和梯度平方的指数滑动平均（`exp_avg_sq`）。这些加起来是模型大小的两倍。""",
-    ),
-    Code(
-        en="""adam = optim.Adam(model.parameters(), lr=0.001)
+    print(index, {name: tuple(value.shape) for name, value in state.items()})
+
+# %% [markdown] lang="en"
+# Adam, which lesson 1 used, keeps even more per parameter: the step count and exponential moving averages of the gradient (`exp_avg`) and of its square (`exp_avg_sq`). Together they are as large as the model twice over.
+
+# %% [markdown] lang="zh-CN"
+# 第 1 课使用的 Adam 为每个参数保存的信息更多：步数，以及梯度的指数滑动平均（`exp_avg`）和梯度平方的指数滑动平均（`exp_avg_sq`）。这些加起来是模型大小的两倍。
+
+# %%
+adam = optim.Adam(model.parameters(), lr=0.001)
 print("before a step:", adam.state_dict()['state'])
 training_step(model, adam)
 print("after a step: ", {name: (value if value.dim() == 0 else tuple(value.shape))
-                          for name, value in adam.state_dict()['state'][0].items()})""",
-    ),
-    Markdown(
-        en="""What happens if we resume with the model weights but a *new* optimizer? Below, two copies of the model continue from the same weights. One gets the Adam state back with `load_state_dict`, the other starts a fresh Adam. After a single step the weights already differ: without the optimizer state, resuming is not the same training.
+                          for name, value in adam.state_dict()['state'][0].items()})
 
-(We pass a *copy* of the state dict: `load_state_dict` keeps the tensors it is given, so two optimizers loaded from one in-memory `state_dict` would share and update the same tensors. Loading from a file never has that problem.)""",
-        zh="""如果恢复训练时只恢复模型权重、却使用*新的*优化器，会怎样？下面两份模型副本从相同的权重继续训练：一份用 `load_state_dict` 恢复了 Adam 的状态，另一份使用全新的 Adam。只走一步，权重就已经不同了：没有优化器状态，恢复的就不是原来那次训练。
+# %% [markdown] lang="en"
+# What happens if we resume with the model weights but a *new* optimizer? Below, two copies of the model continue from the same weights. One gets the Adam state back with `load_state_dict`, the other starts a fresh Adam. After a single step the weights already differ: without the optimizer state, resuming is not the same training.
+#
+# (We pass a *copy* of the state dict: `load_state_dict` keeps the tensors it is given, so two optimizers loaded from one in-memory `state_dict` would share and update the same tensors. Loading from a file never has that problem.)
 
-（这里传入的是状态字典的*副本*：`load_state_dict` 会直接使用传给它的张量，如果两个优化器加载同一个内存中的 `state_dict`，它们就会共享并同时更新这些张量。从文件加载则不存在这个问题。）""",
-    ),
-    Code(
-        en="""restored_model, fresh_model = copy.deepcopy(model), copy.deepcopy(model)
+# %% [markdown] lang="zh-CN"
+# 如果恢复训练时只恢复模型权重、却使用*新的*优化器，会怎样？下面两份模型副本从相同的权重继续训练：一份用 `load_state_dict` 恢复了 Adam 的状态，另一份使用全新的 Adam。只走一步，权重就已经不同了：没有优化器状态，恢复的就不是原来那次训练。
+#
+# （这里传入的是状态字典的*副本*：`load_state_dict` 会直接使用传给它的张量，如果两个优化器加载同一个内存中的 `state_dict`，它们就会共享并同时更新这些张量。从文件加载则不存在这个问题。）
+
+# %%
+restored_model, fresh_model = copy.deepcopy(model), copy.deepcopy(model)
 restored_adam = optim.Adam(restored_model.parameters(), lr=0.001)
 restored_adam.load_state_dict(copy.deepcopy(adam.state_dict()))  # a copy, like a file gives
+                                                                 # zh-CN: 副本，与从文件加载时一样
 fresh_adam = optim.Adam(fresh_model.parameters(), lr=0.001)
 
 torch.manual_seed(seed)
 training_step(model, adam)             # the original run goes on
+                                       # zh-CN: 原来的训练继续进行
 torch.manual_seed(seed)
 training_step(restored_model, restored_adam)
 torch.manual_seed(seed)
@@ -168,93 +186,95 @@ training_step(fresh_model, fresh_adam)
 
 for name, other in [("restored optimizer", restored_model), ("fresh optimizer", fresh_model)]:
     same = all(torch.equal(a, b) for a, b in zip(model.parameters(), other.parameters()))
-    print(f"{name}: same weights as the original run? {same}")""",
-        zh_comments={
-            '# a copy, like a file gives': '# 副本，与从文件加载时一样',
-            '# the original run goes on': '# 原来的训练继续进行',
-        },
-    ),
-    Markdown(
-        en="""## A general checkpoint
+    print(f"{name}: same weights as the original run? {same}")
 
-A checkpoint for resuming training holds more than the weights. The common recipe saves the epoch, the model and optimizer state dicts and the loss. Two details matter:
+# %% [markdown] lang="en"
+# ## A general checkpoint
+#
+# A checkpoint for resuming training holds more than the weights. The common recipe saves the epoch, the model and optimizer state dicts and the loss. Two details matter:
+#
+# - **Store the loss as a number** (`loss.item()`). Some tutorials store a loss *object*, such as `nn.NLLLoss()`. Since PyTorch 2.6, `torch.load` uses `weights_only=True` by default and refuses to rebuild arbitrary Python objects, so such a checkpoint no longer loads:
 
-- **Store the loss as a number** (`loss.item()`). Some tutorials store a loss *object*, such as `nn.NLLLoss()`. Since PyTorch 2.6, `torch.load` uses `weights_only=True` by default and refuses to rebuild arbitrary Python objects, so such a checkpoint no longer loads:""",
-        zh="""## 通用检查点
+# %% [markdown] lang="zh-CN"
+# ## 通用检查点
+#
+# 用于恢复训练的检查点，包含的不只是权重。常见的做法是保存轮数、模型和优化器的状态字典以及损失。有两个细节很重要：
+#
+# - **把损失保存为数字**（`loss.item()`）。有些教程保存的是损失*对象*，比如 `nn.NLLLoss()`。从 PyTorch 2.6 起，`torch.load` 默认使用 `weights_only=True`，拒绝重建任意 Python 对象，因此这样的检查点再也加载不了：
 
-用于恢复训练的检查点，包含的不只是权重。常见的做法是保存轮数、模型和优化器的状态字典以及损失。有两个细节很重要：
-
-- **把损失保存为数字**（`loss.item()`）。有些教程保存的是损失*对象*，比如 `nn.NLLLoss()`。从 PyTorch 2.6 起，`torch.load` 默认使用 `weights_only=True`，拒绝重建任意 Python 对象，因此这样的检查点再也加载不了：""",
-    ),
-    Code(
-        en="""recipe_path = checkpoint_dir / 'recipe.tar'
+# %%
+recipe_path = checkpoint_dir / 'recipe.tar'
 torch.save({'epoch': 1,
             'model_state_dict': model.state_dict(),
             'optimizer_state_dict': adam.state_dict(),
             'loss': criterion},        # a loss module, not a number
+                                       # zh-CN: 损失模块，而不是数字
            recipe_path)
 try:
     torch.load(recipe_path, weights_only=True)
 except pickle.UnpicklingError as error:
-    print(next(line.strip() for line in str(error).splitlines() if 'Unsupported global' in line))""",
-        zh_comments={
-            '# a loss module, not a number': '# 损失模块，而不是数字',
-        },
-    ),
-    Markdown(
-        en="""- **Store the random-number-generator states**. Shuffling the data and dropout both draw random numbers. To continue *identically*, the generator must be where it was when the checkpoint was written.
+    print(next(line.strip() for line in str(error).splitlines() if 'Unsupported global' in line))
 
-The file extension is only a convention: `.pt` and `.pth` are the usual ones for `torch.save`, and the recipe's `.tar` is a convention of its own: whatever the name, `torch.save` writes a zip archive. Pick one and use it consistently.
+# %% [markdown] lang="en"
+# - **Store the random-number-generator states**. Shuffling the data and dropout both draw random numbers. To continue *identically*, the generator must be where it was when the checkpoint was written.
+#
+# The file extension is only a convention: `.pt` and `.pth` are the usual ones for `torch.save`, and the recipe's `.tar` is a convention of its own: whatever the name, `torch.save` writes a zip archive. Pick one and use it consistently.
+#
+# `checkpoint_io.save_checkpoint` writes such a checkpoint: a format tag, the architecture (as in lesson 1), both state dicts, the generator states and whatever training state you pass as plain values. It writes **atomically**: first to a temporary file in the same folder, flushed to disk, then renamed over the old checkpoint in one step. A crash or a kill during a save leaves the previous checkpoint intact, never a half-written file.
 
-`fc_model.save_checkpoint` writes such a checkpoint: a format tag, the architecture (as in lesson 1), both state dicts, the generator states and whatever training state you pass as plain values. It writes **atomically**: first to a temporary file in the same folder, flushed to disk, then renamed over the old checkpoint in one step. A crash or a kill during a save leaves the previous checkpoint intact, never a half-written file.""",
-        zh="""- **保存随机数生成器的状态**。打乱数据和 dropout 都要用到随机数。要想*完全一致*地继续训练，随机数生成器必须回到写入检查点时的状态。
+# %% [markdown] lang="zh-CN"
+# - **保存随机数生成器的状态**。打乱数据和 dropout 都要用到随机数。要想*完全一致*地继续训练，随机数生成器必须回到写入检查点时的状态。
+#
+# 文件扩展名只是一种约定：`.pt` 和 `.pth` 是 `torch.save` 常用的扩展名，教程里的 `.tar` 则是它自己的习惯：不管文件叫什么名字，`torch.save` 写出的都是 zip 归档。选定一种并始终如一即可。
+#
+# `checkpoint_io.save_checkpoint` 会写入这样的检查点：格式标记、架构（与第 1 课一样）、两个状态字典、随机数生成器状态，以及你以普通值传入的训练状态。它采用**原子写入**：先写到同一目录下的临时文件并刷新到磁盘，再一步重命名覆盖旧的检查点。即使保存过程中程序崩溃或被强制终止，之前的检查点也完好无损，绝不会留下写了一半的文件。
 
-文件扩展名只是一种约定：`.pt` 和 `.pth` 是 `torch.save` 常用的扩展名，教程里的 `.tar` 则是它自己的习惯：不管文件叫什么名字，`torch.save` 写出的都是 zip 归档。选定一种并始终如一即可。
-
-`fc_model.save_checkpoint` 会写入这样的检查点：格式标记、架构（与第 1 课一样）、两个状态字典、随机数生成器状态，以及你以普通值传入的训练状态。它采用**原子写入**：先写到同一目录下的临时文件并刷新到磁盘，再一步重命名覆盖旧的检查点。即使保存过程中程序崩溃或被强制终止，之前的检查点也完好无损，绝不会留下写了一半的文件。""",
-    ),
-    Code(
-        en="""fc_model.save_checkpoint(checkpoint_dir / 'example.pt', model, adam, epoch=1, step=3, loss=0.5)
-example = fc_model.load_checkpoint(checkpoint_dir / 'example.pt')
+# %%
+checkpoint_io.save_checkpoint(checkpoint_dir / 'example.pt', model, adam, epoch=1, step=3, loss=0.5)
+example = checkpoint_io.load_checkpoint(checkpoint_dir / 'example.pt')
 for key, value in example.items():
-    print(f"{key:22} {type(value).__name__}")""",
-    ),
-    Markdown(
-        en="""## Stop, then resume exactly
+    print(f"{key:22} {type(value).__name__}")
 
-Now the real test. We train the lesson-1 network three times from the same seed:
+# %% [markdown] lang="en"
+# ## Stop, then resume exactly
+#
+# Now the real test. We train the lesson-1 network three times from the same seed:
+#
+# 1. **uninterrupted**, for `epochs` epochs;
+# 2. **interrupted**: for `stop_after` epochs only, saving a checkpoint at the end of every epoch (and the best model at every report);
+# 3. **resumed**: a new model and a new optimizer, built from the checkpoint file alone, as a new process would, continue up to `epochs`.
+#
+# If the checkpoint holds everything, runs 1 and 3 end with exactly the same weights. First the uninterrupted run:
 
-1. **uninterrupted**, for `epochs` epochs;
-2. **interrupted**: for `stop_after` epochs only, saving a checkpoint at the end of every epoch (and the best model at every report);
-3. **resumed**: a new model and a new optimizer, built from the checkpoint file alone, as a new process would, continue up to `epochs`.
+# %% [markdown] lang="zh-CN"
+# ## 先停止，再精确恢复
+#
+# 现在来做真正的检验。我们用同一个随机种子，把第 1 课的网络训练三次：
+#
+# 1. **不中断**：训练 `epochs` 轮；
+# 2. **中断**：只训练 `stop_after` 轮，每轮结束时保存检查点（并在每次报告时保存最佳模型）；
+# 3. **恢复**：像一个新进程那样，只凭检查点文件新建模型和优化器，继续训练到第 `epochs` 轮。
+#
+# 如果检查点包含了所需的一切，第 1 次和第 3 次训练最终的权重会完全相同。先进行不中断的训练：
 
-If the checkpoint holds everything, runs 1 and 3 end with exactly the same weights. First the uninterrupted run:""",
-        zh="""## 先停止，再精确恢复
-
-现在来做真正的检验。我们用同一个随机种子，把第 1 课的网络训练三次：
-
-1. **不中断**：训练 `epochs` 轮；
-2. **中断**：只训练 `stop_after` 轮，每轮结束时保存检查点（并在每次报告时保存最佳模型）；
-3. **恢复**：像一个新进程那样，只凭检查点文件新建模型和优化器，继续训练到第 `epochs` 轮。
-
-如果检查点包含了所需的一切，第 1 次和第 3 次训练最终的权重会完全相同。先进行不中断的训练：""",
-    ),
-    Code(
-        en="""torch.manual_seed(seed)
+# %% tags=["nbval-ignore-output"]
+torch.manual_seed(seed)
 model_a = fc_model.Network(784, 10, [512, 256, 128])
 optimizer_a = optim.Adam(model_a.parameters(), lr=0.001)
 history_a = fc_model.train(model_a, trainloader, testloader, criterion, optimizer_a,
-                           epochs=epochs, device=device)""",
-        tags=("nbval-ignore-output",),
-    ),
-    Markdown(
-        en="""The interrupted run. `checkpoint_path` keeps the latest checkpoint (`checkpoint_every=N` would also save every N steps); `best_path` keeps the model with the best test accuracy seen so far. Deleting the model and optimizer afterwards makes sure nothing but the files survives.""",
-        zh="""接下来是会被中断的训练。`checkpoint_path` 保存最新的检查点（`checkpoint_every=N` 还可以每 N 步保存一次）；`best_path` 保存迄今测试准确率最高的模型。训练结束后删除模型和优化器，确保留下来的只有文件。""",
-    ),
-    Code(
-        en="""latest_path = checkpoint_dir / 'latest.pt'
+                           epochs=epochs, device=device)
+
+# %% [markdown] lang="en"
+# The interrupted run. `checkpoint_path` keeps the latest checkpoint (`checkpoint_every=N` would also save every N steps); `best_path` keeps the model with the best test accuracy seen so far. Deleting the model and optimizer afterwards makes sure nothing but the files survives.
+
+# %% [markdown] lang="zh-CN"
+# 接下来是会被中断的训练。`checkpoint_path` 保存最新的检查点（`checkpoint_every=N` 还可以每 N 步保存一次）；`best_path` 保存迄今测试准确率最高的模型。训练结束后删除模型和优化器，确保留下来的只有文件。
+
+# %% tags=["nbval-ignore-output"]
+latest_path = checkpoint_dir / 'latest.pt'
 best_path = checkpoint_dir / 'best.pt'
 latest_path.unlink(missing_ok=True)    # start from scratch
+                                       # zh-CN: 从头开始
 best_path.unlink(missing_ok=True)
 
 torch.manual_seed(seed)
@@ -262,37 +282,37 @@ model_b = fc_model.Network(784, 10, [512, 256, 128])
 optimizer_b = optim.Adam(model_b.parameters(), lr=0.001)
 fc_model.train(model_b, trainloader, testloader, criterion, optimizer_b, epochs=stop_after,
                device=device, checkpoint_path=latest_path, best_path=best_path)
-del model_b, optimizer_b               # as if the process had ended""",
-        zh_comments={
-            '# start from scratch': '# 从头开始',
-            '# as if the process had ended': '# 就像进程已经结束',
-        },
-        tags=("nbval-ignore-output",),
-    ),
-    Markdown(
-        en="""The checkpoint says where training stopped:""",
-        zh="""检查点记录了训练停在哪里：""",
-    ),
-    Code(
-        en="""checkpoint = fc_model.load_checkpoint(latest_path, map_location=device)
-print({key: checkpoint[key] for key in ('epoch', 'step', 'loss', 'architecture')})""",
-        tags=("nbval-ignore-output",),
-    ),
-    Markdown(
-        en="""The resumed run builds everything from that file. `train(..., resume=True)` loads the model and optimizer state dicts into the new objects, restores the generator states, and continues with the next epoch, printing only the progress lines that are new.""",
-        zh="""恢复的训练完全依据这个文件来构建。`train(..., resume=True)` 会把模型和优化器的状态字典加载到新对象中，恢复随机数生成器的状态，然后从下一轮继续，只打印新的进度行。""",
-    ),
-    Code(
-        en="""model_c = fc_model.Network(**checkpoint['architecture'])
+del model_b, optimizer_b               # as if the process had ended
+                                       # zh-CN: 就像进程已经结束
+
+# %% [markdown] lang="en"
+# The checkpoint says where training stopped:
+
+# %% [markdown] lang="zh-CN"
+# 检查点记录了训练停在哪里：
+
+# %% tags=["nbval-ignore-output"]
+checkpoint = checkpoint_io.load_checkpoint(latest_path, map_location=device)
+print({key: checkpoint[key] for key in ('epoch', 'step', 'loss', 'architecture')})
+
+# %% [markdown] lang="en"
+# The resumed run builds everything from that file. `train(..., resume=True)` loads the model and optimizer state dicts into the new objects, restores the generator states, and continues with the next epoch, printing only the progress lines that are new.
+
+# %% [markdown] lang="zh-CN"
+# 恢复的训练完全依据这个文件来构建。`train(..., resume=True)` 会把模型和优化器的状态字典加载到新对象中，恢复随机数生成器的状态，然后从下一轮继续，只打印新的进度行。
+
+# %% tags=["nbval-ignore-output"]
+model_c = fc_model.Network(**checkpoint['architecture'])
 optimizer_c = optim.Adam(model_c.parameters(), lr=0.001)
 history_c = fc_model.train(model_c, trainloader, testloader, criterion, optimizer_c,
                            epochs=epochs, device=device, checkpoint_path=latest_path,
-                           resume=True, best_path=best_path)""",
-        tags=("nbval-ignore-output",),
-    ),
-    Code(
-        en="""def same_tensors(first, second):
+                           resume=True, best_path=best_path)
+
+
+# %%
+def same_tensors(first, second):
     # True when both sequences hold exactly equal tensors
+    # zh-CN: 两个序列中的张量完全相等时返回 True
     return all(torch.equal(a, b) for a, b in zip(first, second))
 
 same_weights = same_tensors(model_a.state_dict().values(), model_c.state_dict().values())
@@ -302,95 +322,95 @@ print("bit-identical weights:", same_weights)
 print("bit-identical Adam state:", same_adam_state)
 print("same history:", history_a == history_c)
 if device.type == "cpu":
-    assert same_weights and same_adam_state and history_a == history_c""",
-        zh_comments={
-            '# True when both sequences hold exactly equal tensors': '# 两个序列中的张量完全相等时返回 True',
-        },
-    ),
-    Markdown(
-        en="""### What makes this possible, and what breaks it
+    assert same_weights and same_adam_state and history_a == history_c
 
-Every number the resumed run computes depends on four things, and the checkpoint restores all of them:
+# %% [markdown] lang="en"
+# ### What makes this possible, and what breaks it
+#
+# Every number the resumed run computes depends on four things, and the checkpoint restores all of them:
+#
+# - **the weights** (model `state_dict`) and **the optimizer state** (Adam's averages and step count);
+# - **the data order**: the `DataLoader` shuffles with numbers drawn from PyTorch's random-number generator when an epoch begins. `train` stores the generator state of that moment too, so a run resumed in the middle of an epoch (`checkpoint_every`) draws the same order and skips the batches already done;
+# - **the dropout masks**: drawn from the same generator at every step, so its current state is restored as well.
+#
+# Change any input and the runs part ways: another batch size, learning rate or data set, a data augmentation that uses Python's `random` or NumPy (save those generators too), or another PyTorch version. On a GPU, some operations are not deterministic at all; `torch.use_deterministic_algorithms(True)` trades speed for repeatability. That is why the notebook asserts bit-identical results on the CPU only.
 
-- **the weights** (model `state_dict`) and **the optimizer state** (Adam's averages and step count);
-- **the data order**: the `DataLoader` shuffles with numbers drawn from PyTorch's random-number generator when an epoch begins. `train` stores the generator state of that moment too, so a run resumed in the middle of an epoch (`checkpoint_every`) draws the same order and skips the batches already done;
-- **the dropout masks**: drawn from the same generator at every step, so its current state is restored as well.
+# %% [markdown] lang="zh-CN"
+# ### 为什么能做到，以及什么会破坏它
+#
+# 恢复后的训练所计算的每一个数，都取决于四样东西，而检查点把它们全部恢复了：
+#
+# - **权重**（模型的 `state_dict`）和**优化器状态**（Adam 的滑动平均和步数）；
+# - **数据顺序**：每一轮开始时，`DataLoader` 用从 PyTorch 随机数生成器中取出的数来打乱数据。`train` 也保存了那一刻的生成器状态，因此即使在一轮的中途恢复（`checkpoint_every`），也能得到相同的顺序，并跳过已经训练过的批次；
+# - **dropout 掩码**：每一步都从同一个生成器中抽取，所以它当前的状态也要恢复。
+#
+# 只要改变任何一项输入，两次训练就会分道扬镳：换一个批大小、学习率或数据集，使用了依赖 Python `random` 或 NumPy 的数据增强（这些生成器的状态也要保存），或者换了 PyTorch 版本。在 GPU 上，有些运算本身就不是确定性的；`torch.use_deterministic_algorithms(True)` 以速度为代价换取可重复性。这就是本 notebook 只在 CPU 上断言结果逐位相同的原因。
 
-Change any input and the runs part ways: another batch size, learning rate or data set, a data augmentation that uses Python's `random` or NumPy (save those generators too), or another PyTorch version. On a GPU, some operations are not deterministic at all; `torch.use_deterministic_algorithms(True)` trades speed for repeatability. That is why the notebook asserts bit-identical results on the CPU only.""",
-        zh="""### 为什么能做到，以及什么会破坏它
+# %% [markdown] lang="en"
+# ## `train()` and `eval()`
+#
+# `load_network` and lesson 1's `load_checkpoint` both end with `model.eval()`. The reason is dropout: in training mode it zeroes a random half of the hidden activations at every call, so the same images give different outputs. In evaluation mode dropout is off and predictions are deterministic. Forgetting `eval()` before inference gives noisy, worse predictions; forgetting `train()` before training again silently disables dropout.
 
-恢复后的训练所计算的每一个数，都取决于四样东西，而检查点把它们全部恢复了：
+# %% [markdown] lang="zh-CN"
+# ## `train()` 与 `eval()`
+#
+# `load_network` 和第 1 课的 `load_checkpoint` 都以 `model.eval()` 结尾，原因在于 dropout：在训练模式下，它每次调用都会随机把一半的隐藏层激活值置零，所以同样的图像会得到不同的输出。在评估模式下 dropout 关闭，预测结果是确定的。推理前忘记调用 `eval()`，预测会带有噪声、效果变差；再次训练前忘记调用 `train()`，则会在不知不觉中关闭 dropout。
 
-- **权重**（模型的 `state_dict`）和**优化器状态**（Adam 的滑动平均和步数）；
-- **数据顺序**：每一轮开始时，`DataLoader` 用从 PyTorch 随机数生成器中取出的数来打乱数据。`train` 也保存了那一刻的生成器状态，因此即使在一轮的中途恢复（`checkpoint_every`），也能得到相同的顺序，并跳过已经训练过的批次；
-- **dropout 掩码**：每一步都从同一个生成器中抽取，所以它当前的状态也要恢复。
-
-只要改变任何一项输入，两次训练就会分道扬镳：换一个批大小、学习率或数据集，使用了依赖 Python `random` 或 NumPy 的数据增强（这些生成器的状态也要保存），或者换了 PyTorch 版本。在 GPU 上，有些运算本身就不是确定性的；`torch.use_deterministic_algorithms(True)` 以速度为代价换取可重复性。这就是本 notebook 只在 CPU 上断言结果逐位相同的原因。""",
-    ),
-    Markdown(
-        en="""## `train()` and `eval()`
-
-`load_network` and lesson 1's `load_checkpoint` both end with `model.eval()`. The reason is dropout: in training mode it zeroes a random half of the hidden activations at every call, so the same images give different outputs. In evaluation mode dropout is off and predictions are deterministic. Forgetting `eval()` before inference gives noisy, worse predictions; forgetting `train()` before training again silently disables dropout.""",
-        zh="""## `train()` 与 `eval()`
-
-`load_network` 和第 1 课的 `load_checkpoint` 都以 `model.eval()` 结尾，原因在于 dropout：在训练模式下，它每次调用都会随机把一半的隐藏层激活值置零，所以同样的图像会得到不同的输出。在评估模式下 dropout 关闭，预测结果是确定的。推理前忘记调用 `eval()`，预测会带有噪声、效果变差；再次训练前忘记调用 `train()`，则会在不知不觉中关闭 dropout。""",
-    ),
-    Code(
-        en="""test_images, test_labels = next(iter(testloader))
+# %%
+test_images, test_labels = next(iter(testloader))
 test_images = test_images.to(device)
 with torch.no_grad():
     model_c.train()
     print("training mode, two calls agree:  ", torch.equal(model_c(test_images), model_c(test_images)))
     model_c.eval()
-    print("evaluation mode, two calls agree:", torch.equal(model_c(test_images), model_c(test_images)))""",
-    ),
-    Markdown(
-        en="""## The latest and the best checkpoint
+    print("evaluation mode, two calls agree:", torch.equal(model_c(test_images), model_c(test_images)))
 
-`latest.pt` is where training continues from; `best.pt` holds the model at the report with the best test accuracy, which is the one to keep for predictions if the last epochs overfit. Both load with `fc_model.load_network`. (In real projects, choose the best model on a separate validation set, not on the test set.)""",
-        zh="""## 最新检查点与最佳检查点
+# %% [markdown] lang="en"
+# ## The latest and the best checkpoint
+#
+# `latest.pt` is where training continues from; `best.pt` holds the model at the report with the best test accuracy, which is the one to keep for predictions if the last epochs overfit. Both load with `fc_model.load_network`. (In real projects, choose the best model on a separate validation set, not on the test set.)
 
-`latest.pt` 是继续训练的起点；`best.pt` 保存的是测试准确率最高的那次报告时的模型。如果最后几轮出现过拟合，做预测时就应该保留它。两者都可以用 `fc_model.load_network` 加载。（在实际项目中，应当在单独的验证集上挑选最佳模型，而不是在测试集上。）""",
-    ),
-    Code(
-        en="""for path in (latest_path, best_path):
-    saved = fc_model.load_checkpoint(path)
+# %% [markdown] lang="zh-CN"
+# ## 最新检查点与最佳检查点
+#
+# `latest.pt` 是继续训练的起点；`best.pt` 保存的是测试准确率最高的那次报告时的模型。如果最后几轮出现过拟合，做预测时就应该保留它。两者都可以用 `fc_model.load_network` 加载。（在实际项目中，应当在单独的验证集上挑选最佳模型，而不是在测试集上。）
+
+# %% tags=["nbval-ignore-output"]
+for path in (latest_path, best_path):
+    saved = checkpoint_io.load_checkpoint(path)
     network = fc_model.load_network(path, map_location=device)
     _, accuracy = fc_model.validation(network, testloader, criterion)
     print(f"{path.name:10} saved at step {saved['step']:5}, test accuracy {accuracy:.4f}")
-assert fc_model.load_checkpoint(best_path)['best_accuracy'] >= history_c[-1]['test_accuracy']""",
-        tags=("nbval-ignore-output",),
-    ),
-    Markdown(
-        en="""## When a file is damaged
+assert checkpoint_io.load_checkpoint(best_path)['best_accuracy'] >= history_c[-1]['test_accuracy']
 
-A checkpoint copied only halfway, or a file of another kind, gives an error that names the file and the problem instead of a deep traceback from the unpickler:""",
-        zh="""## 文件损坏时
+# %% [markdown] lang="en"
+# ## When a file is damaged
+#
+# A checkpoint copied only halfway, or a file of another kind, gives an error that names the file and the problem instead of a deep traceback from the unpickler:
 
-只复制了一半的检查点，或者其他类型的文件，会得到一条指明文件名和问题所在的错误信息，而不是来自反序列化器深处的一长串回溯：""",
-    ),
-    Code(
-        en="""broken_path = checkpoint_dir / 'broken.pt'
+# %% [markdown] lang="zh-CN"
+# ## 文件损坏时
+#
+# 只复制了一半的检查点，或者其他类型的文件，会得到一条指明文件名和问题所在的错误信息，而不是来自反序列化器深处的一长串回溯：
+
+# %%
+broken_path = checkpoint_dir / 'broken.pt'
 broken_path.write_bytes(latest_path.read_bytes()[:100_000])
 try:
-    fc_model.load_checkpoint(broken_path)
-except fc_model.CheckpointError as error:
-    print(error)""",
-    ),
-    Markdown(
-        en="""## Summary
+    checkpoint_io.load_checkpoint(broken_path)
+except checkpoint_io.CheckpointError as error:
+    print(error)
 
-- The optimizer's `state_dict` is part of the training state: resume without it and the training changes.
-- A general checkpoint holds the epoch and step, the model and optimizer state dicts, the loss as a number, the architecture, and the random-number-generator states, all of which load with `weights_only=True`.
-- Write checkpoints atomically, keep the latest for resuming and the best for predicting, and call `eval()` before inference.
+# %% [markdown] lang="en"
+# ## Summary
+#
+# - The optimizer's `state_dict` is part of the training state: resume without it and the training changes.
+# - A general checkpoint holds the epoch and step, the model and optimizer state dicts, the loss as a number, the architecture, and the random-number-generator states, all of which load with `weights_only=True`.
+# - Write checkpoints atomically, keep the latest for resuming and the best for predicting, and call `eval()` before inference.
 
-The next lesson looks at the other things people save (whole models, safetensors files, exported programs) and at what can go wrong when loading a file you did not make.""",
-        zh="""## 小结
-
-- 优化器的 `state_dict` 是训练状态的一部分：恢复时缺了它，训练过程就变了。
-- 通用检查点包含轮数和步数、模型和优化器的状态字典、以数字形式保存的损失、架构以及随机数生成器状态，而且这些内容都能用 `weights_only=True` 加载。
-- 以原子方式写入检查点，保留最新的用于恢复训练、最佳的用于预测，并在推理前调用 `eval()`。
-
-下一课将介绍人们保存的其他内容（完整模型、safetensors 文件、导出的程序），以及加载并非自己生成的文件时可能出现的问题。""",
-    ),
-]
+# %% [markdown] lang="zh-CN"
+# ## 小结
+#
+# - 优化器的 `state_dict` 是训练状态的一部分：恢复时缺了它，训练过程就变了。
+# - 通用检查点包含轮数和步数、模型和优化器的状态字典、以数字形式保存的损失、架构以及随机数生成器状态，而且这些内容都能用 `weights_only=True` 加载。
+# - 以原子方式写入检查点，保留最新的用于恢复训练、最佳的用于预测，并在推理前调用 `eval()`。

@@ -1,39 +1,55 @@
-# Lesson 3: whole models, safe loading, safetensors and torch.export, in English and Chinese.
-# Source of notebooks/{en,zh-CN}/03-whole-models-safe-loading-and-formats.ipynb: edit here, then
-# run `python tools/build_notebooks.py 03-whole-models-safe-loading-and-formats`. Markdown and
-# Code are provided by the builder; the Colab cell is added after the first cell.
+# ---
+# jupyter:
+#   jupytext:
+#     cell_metadata_filter: lang,tags
+#     notebook_metadata_filter: lesson
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   lesson:
+#     title:
+#       en: 3. Whole models, safe loading and file formats
+#       zh-CN: 3. 完整模型、安全加载与文件格式
+#     summary:
+#       en: what `torch.save(model)` stores and why it breaks, `safe_globals`, a planted payload that
+#         `weights_only=True` refuses, safetensors with the architecture in its metadata, size and load
+#         time, and `torch.export` for deployment.
+#       zh-CN: '`torch.save(model)` 保存了什么、为什么会失效、`safe_globals`、被 `weights_only=True` 拒绝的恶意载荷、把架构写入元数据的
+#         safetensors、文件大小与加载时间，以及用于部署的 `torch.export`。'
+#     quick_run:
+#       epochs: 2
+# ---
 
-NAME = "03-whole-models-safe-loading-and-formats"
-TITLE = {"en": "3. Whole models, safe loading and file formats",
-         "zh-CN": "3. 完整模型、安全加载与文件格式"}
+# %% [markdown] lang="en"
+# # Whole Models, Safe Loading and File Formats
+#
+# Lessons 1 and 2 saved `state_dict`s: tensors and plain values. People also save, share and download other things. In this lesson you will
+#
+# 1. save a *whole model* with `torch.save(model, path)`, see what the file really contains, and why `torch.load` refuses it by default;
+# 2. load it anyway, safely, by allowing exactly the classes it needs;
+# 3. see why this matters: a checkpoint file can run code when it is unpickled, and `weights_only=True` stops a planted payload;
+# 4. store the weights as **safetensors**, with the architecture in the file's metadata, and compare size and load time with `torch.save`;
+# 5. export the trained network with `torch.export` to a `.pt2` file that PyTorch runs without the `fc_model` source code.
 
-CELLS = [
-    Markdown(
-        en="""# Whole Models, Safe Loading and File Formats
+# %% [markdown] lang="zh-CN"
+# # 完整模型、安全加载与文件格式
+#
+# 第 1、2 课保存的都是 `state_dict`：张量和普通的值。但人们还会保存、分享和下载其他东西。在这节课里，你将：
+#
+# 1. 用 `torch.save(model, path)` 保存*完整模型*，看看文件里究竟存了什么，以及 `torch.load` 为什么默认拒绝加载它；
+# 2. 只放行它需要的那几个类，安全地把它加载进来；
+# 3. 理解这为什么重要：检查点文件在反序列化时可以执行代码，而 `weights_only=True` 能挡住暗藏的恶意代码；
+# 4. 把权重保存为 **safetensors** 格式，并把架构写入文件的元数据，再与 `torch.save` 比较文件大小和加载时间；
+# 5. 用 `torch.export` 把训练好的网络导出为 `.pt2` 文件，PyTorch 不需要 `fc_model` 的源代码也能运行它。
 
-Lessons 1 and 2 saved `state_dict`s: tensors and plain values. People also save, share and download other things. In this lesson you will
+# %% [markdown] lang="en"
+# ## Imports and parameters
 
-1. save a *whole model* with `torch.save(model, path)`, see what the file really contains, and why `torch.load` refuses it by default;
-2. load it anyway, safely, by allowing exactly the classes it needs;
-3. see why this matters: a checkpoint file can run code when it is unpickled, and `weights_only=True` stops a planted payload;
-4. store the weights as **safetensors**, with the architecture in the file's metadata, and compare size and load time with `torch.save`;
-5. export the trained network with `torch.export` to a `.pt2` file that PyTorch runs without the `fc_model` source code.""",
-        zh="""# 完整模型、安全加载与文件格式
+# %% [markdown] lang="zh-CN"
+# ## 导入模块和参数
 
-第 1、2 课保存的都是 `state_dict`：张量和普通的值。但人们还会保存、分享和下载其他东西。在这节课里，你将：
-
-1. 用 `torch.save(model, path)` 保存*完整模型*，看看文件里究竟存了什么，以及 `torch.load` 为什么默认拒绝加载它；
-2. 只放行它需要的那几个类，安全地把它加载进来；
-3. 理解这为什么重要：检查点文件在反序列化时可以执行代码，而 `weights_only=True` 能挡住暗藏的恶意代码；
-4. 把权重保存为 **safetensors** 格式，并把架构写入文件的元数据，再与 `torch.save` 比较文件大小和加载时间；
-5. 用 `torch.export` 把训练好的网络导出为 `.pt2` 文件，PyTorch 不需要 `fc_model` 的源代码也能运行它。""",
-    ),
-    Markdown(
-        en="""## Imports and parameters""",
-        zh="""## 导入模块和参数""",
-    ),
-    Code(
-        en="""import io
+# %%
+import io
 import json
 import pickle
 import subprocess
@@ -45,52 +61,45 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
 from torch import nn, optim
-from torchvision import datasets, transforms
 
+import checkpoint_io
 import devices
 import fc_model
-import helper""",
-    ),
-    Code(
-        en="""epochs = 1                             # passes over the training images
+import helper
+
+# %% tags=["parameters"]
+epochs = 1                             # passes over the training images
+                                       # zh-CN: 遍历训练图像的轮数
 device = "auto"                        # "auto", "cpu", "cuda" or "mps"
+                                       # zh-CN: "auto"、"cpu"、"cuda" 或 "mps"
 data_dir = "~/.pytorch/F_MNIST_data/"  # where torchvision keeps Fashion-MNIST
+                                       # zh-CN: torchvision 存放 Fashion-MNIST 的目录
 model_dir = "saved_models"             # where this notebook writes its files
-seed = 7                               # fixes the initial weights, the data order and dropout""",
-        zh_comments={
-            '# passes over the training images': '# 遍历训练图像的轮数',
-            '# "auto", "cpu", "cuda" or "mps"': '# "auto"、"cpu"、"cuda" 或 "mps"',
-            '# where torchvision keeps Fashion-MNIST': '# torchvision 存放 Fashion-MNIST 的目录',
-            '# where this notebook writes its files': '# 本 notebook 写入文件的目录',
-            '# fixes the initial weights, the data order and dropout': '# 固定初始权重、数据顺序和 dropout',
-        },
-        tags=("parameters",),
-    ),
-    Code(
-        en="""fc_model.check_positive_int(epochs=epochs)
+                                       # zh-CN: 本 notebook 写入文件的目录
+seed = 7                               # fixes the initial weights, the data order and dropout
+                                       # zh-CN: 固定初始权重、数据顺序和 dropout
+
+# %% tags=["nbval-ignore-output"]
+fc_model.check_positive_int(epochs=epochs)
 device = devices.get_device(device)
 helper.prepare_fashion_mnist(data_dir)
 model_dir = Path(model_dir)
 model_dir.mkdir(parents=True, exist_ok=True)
 torch.manual_seed(seed)
-print(f"Training for {epochs} epoch(s) on {device}")""",
-        tags=("nbval-ignore-output",),
-    ),
-    Markdown(
-        en="""## A trained network
+print(f"Training for {epochs} epoch(s) on {device}")
 
-The lesson-1 network again, trained briefly: what matters here is how it is stored.""",
-        zh="""## 训练好的网络
+# %% [markdown] lang="en"
+# ## A trained network
+#
+# The lesson-1 network again, trained briefly: what matters here is how it is stored.
 
-还是第 1 课的网络，简单训练一下：这里关心的是如何保存它。""",
-    ),
-    Code(
-        en="""transform = transforms.Compose([transforms.ToTensor(),
-                                transforms.Normalize((0.5,), (0.5,))])
-trainset = datasets.FashionMNIST(data_dir, download=True, train=True, transform=transform)
-trainloader = torch.utils.data.DataLoader(trainset, batch_size=64, shuffle=True)
-testset = datasets.FashionMNIST(data_dir, download=True, train=False, transform=transform)
-testloader = torch.utils.data.DataLoader(testset, batch_size=64)
+# %% [markdown] lang="zh-CN"
+# ## 训练好的网络
+#
+# 还是第 1 课的网络，简单训练一下：这里关心的是如何保存它。
+
+# %% tags=["nbval-ignore-output"]
+trainloader, testloader = helper.fashion_mnist_loaders(data_dir)
 criterion = nn.NLLLoss()
 
 model = fc_model.Network(784, 10, [512, 256, 128])
@@ -99,28 +108,32 @@ history = fc_model.train(model, trainloader, testloader, criterion, optimizer,
                          epochs=epochs, print_every=200, device=device)
 model.eval()
 test_images, test_labels = next(iter(testloader))
-test_images = test_images.to(device)""",
-        tags=("nbval-ignore-output",),
-    ),
-    Markdown(
-        en="""## Saving the whole model
+test_images = test_images.to(device)
 
-`torch.save(model, path)` pickles the model object itself, so loading it later needs no code to rebuild the network. It is tempting, but the file does not contain the network's code: pickle stores a *reference* to each class, like `fc_model.Network`, plus the object's attributes. `torch.serialization.get_unsafe_globals_in_checkpoint` lists the classes and functions a file refers to beyond tensors and plain containers:""",
-        zh="""## 保存完整模型
+# %% [markdown] lang="en"
+# ## Saving the whole model
+#
+# `torch.save(model, path)` pickles the model object itself, so loading it later needs no code to rebuild the network. It is tempting, but the file does not contain the network's code: pickle stores a *reference* to each class, like `fc_model.Network`, plus the object's attributes. `torch.serialization.get_unsafe_globals_in_checkpoint` lists the classes and functions a file refers to beyond tensors and plain containers:
 
-`torch.save(model, path)` 会把模型对象本身 pickle 下来，之后加载时就不需要编写重建网络的代码了。这很诱人，但文件里并没有网络的代码：pickle 只保存了每个类的*引用*（比如 `fc_model.Network`）以及对象的属性。`torch.serialization.get_unsafe_globals_in_checkpoint` 可以列出一个文件在张量和普通容器之外引用的类和函数：""",
-    ),
-    Code(
-        en="""whole_path = model_dir / 'whole_model.pth'
+# %% [markdown] lang="zh-CN"
+# ## 保存完整模型
+#
+# `torch.save(model, path)` 会把模型对象本身 pickle 下来，之后加载时就不需要编写重建网络的代码了。这很诱人，但文件里并没有网络的代码：pickle 只保存了每个类的*引用*（比如 `fc_model.Network`）以及对象的属性。`torch.serialization.get_unsafe_globals_in_checkpoint` 可以列出一个文件在张量和普通容器之外引用的类和函数：
+
+# %%
+whole_path = model_dir / 'whole_model.pth'
 torch.save(model, whole_path)
-print(sorted(torch.serialization.get_unsafe_globals_in_checkpoint(whole_path)))""",
-    ),
-    Markdown(
-        en="""When the file is loaded, pickle imports `fc_model` and looks up `Network` by name. So a whole-model file breaks as soon as the code moves or changes: rename the module, move the class, or change its attributes, and old files no longer load (or load into something subtly different). Here is the same failure with a class defined in this notebook and then removed, as happens when you load the file in another program. We made this file ourselves a moment ago, so `weights_only=False` is acceptable *for this demonstration only*:""",
-        zh="""加载文件时，pickle 会导入 `fc_model`，再按名字查找 `Network`。因此，只要代码被移动或修改，完整模型文件就会失效：重命名模块、移动类的位置或者修改它的属性，旧文件就加载不了（或者加载出一个似是而非的对象）。下面用一个在本 notebook 中定义、随后又被删除的类来重现这种失败，就像在另一个程序中加载这个文件时那样。这个文件是我们刚刚自己生成的，所以*仅在这个演示中*可以使用 `weights_only=False`：""",
-    ),
-    Code(
-        en="""class TinyNet(nn.Module):
+print(sorted(torch.serialization.get_unsafe_globals_in_checkpoint(whole_path)))
+
+
+# %% [markdown] lang="en"
+# When the file is loaded, pickle imports `fc_model` and looks up `Network` by name. So a whole-model file breaks as soon as the code moves or changes: rename the module, move the class, or change its attributes, and old files no longer load (or load into something subtly different). Here is the same failure with a class defined in this notebook and then removed, as happens when you load the file in another program. We made this file ourselves a moment ago, so `weights_only=False` is acceptable *for this demonstration only*:
+
+# %% [markdown] lang="zh-CN"
+# 加载文件时，pickle 会导入 `fc_model`，再按名字查找 `Network`。因此，只要代码被移动或修改，完整模型文件就会失效：重命名模块、移动类的位置或者修改它的属性，旧文件就加载不了（或者加载出一个似是而非的对象）。下面用一个在本 notebook 中定义、随后又被删除的类来重现这种失败，就像在另一个程序中加载这个文件时那样。这个文件是我们刚刚自己生成的，所以*仅在这个演示中*可以使用 `weights_only=False`：
+
+# %%
+class TinyNet(nn.Module):
     def __init__(self):
         super().__init__()
         self.linear = nn.Linear(4, 2)
@@ -128,35 +141,37 @@ print(sorted(torch.serialization.get_unsafe_globals_in_checkpoint(whole_path)))"
 tiny_path = model_dir / 'tiny_model.pth'
 torch.save(TinyNet(), tiny_path)
 del TinyNet                            # the code is gone, as in another program
+                                       # zh-CN: 代码没了，就像在另一个程序里
 try:
     torch.load(tiny_path, weights_only=False)   # only because we made this file ourselves
+                                                # zh-CN: 仅因为这个文件是我们自己生成的
 except AttributeError as error:
-    print(type(error).__name__ + ":", error)""",
-        zh_comments={
-            '# the code is gone, as in another program': '# 代码没了，就像在另一个程序里',
-            '# only because we made this file ourselves': '# 仅因为这个文件是我们自己生成的',
-        },
-    ),
-    Markdown(
-        en="""Since PyTorch 2.6, `torch.load` uses `weights_only=True` by default. It rebuilds tensors, numbers, strings and containers, and refuses every other class unless you allow it. Our whole-model file is refused:""",
-        zh="""从 PyTorch 2.6 起，`torch.load` 默认使用 `weights_only=True`。它只重建张量、数字、字符串和容器，除非你明确放行，否则拒绝其他任何类。我们的完整模型文件因此被拒绝：""",
-    ),
-    Code(
-        en="""try:
+    print(type(error).__name__ + ":", error)
+
+# %% [markdown] lang="en"
+# Since PyTorch 2.6, `torch.load` uses `weights_only=True` by default. It rebuilds tensors, numbers, strings and containers, and refuses every other class unless you allow it. Our whole-model file is refused:
+
+# %% [markdown] lang="zh-CN"
+# 从 PyTorch 2.6 起，`torch.load` 默认使用 `weights_only=True`。它只重建张量、数字、字符串和容器，除非你明确放行，否则拒绝其他任何类。我们的完整模型文件因此被拒绝：
+
+# %%
+try:
     torch.load(whole_path)
 except pickle.UnpicklingError as error:
-    print(next(line.strip() for line in str(error).splitlines() if 'Unsupported global' in line))""",
-    ),
-    Markdown(
-        en="""## Loading it anyway, safely
+    print(next(line.strip() for line in str(error).splitlines() if 'Unsupported global' in line))
 
-The safe way is to allow exactly the classes the file needs, no more, with the `torch.serialization.safe_globals` context manager. We take the list from `get_unsafe_globals_in_checkpoint`, check that every entry is a class we know, and pass those classes (the objects, not their names). Anything else in the file is still refused.""",
-        zh="""## 仍然要加载它：安全的做法
+# %% [markdown] lang="en"
+# ## Loading it anyway, safely
+#
+# The safe way is to allow exactly the classes the file needs, no more, with the `torch.serialization.safe_globals` context manager. We take the list from `get_unsafe_globals_in_checkpoint`, check that every entry is a class we know, and pass those classes (the objects, not their names). Anything else in the file is still refused.
 
-安全的做法是用上下文管理器 `torch.serialization.safe_globals`，只放行文件需要的那几个类，一个也不多。我们从 `get_unsafe_globals_in_checkpoint` 得到清单，确认其中每一项都是我们认识的类，再把这些类（类对象本身，而不是名字）传进去。文件中的其他任何东西仍然会被拒绝。""",
-    ),
-    Code(
-        en="""known_classes = {'fc_model.Network': fc_model.Network,
+# %% [markdown] lang="zh-CN"
+# ## 仍然要加载它：安全的做法
+#
+# 安全的做法是用上下文管理器 `torch.serialization.safe_globals`，只放行文件需要的那几个类，一个也不多。我们从 `get_unsafe_globals_in_checkpoint` 得到清单，确认其中每一项都是我们认识的类，再把这些类（类对象本身，而不是名字）传进去。文件中的其他任何东西仍然会被拒绝。
+
+# %%
+known_classes = {'fc_model.Network': fc_model.Network,
                  'torch.nn.modules.container.ModuleList': nn.ModuleList,
                  'torch.nn.modules.linear.Linear': nn.Linear,
                  'torch.nn.modules.dropout.Dropout': nn.Dropout}
@@ -166,54 +181,57 @@ assert not unknown, f"the file needs classes we do not trust: {unknown}"
 
 with torch.serialization.safe_globals([known_classes[name] for name in needed]):
     whole_model = torch.load(whole_path, map_location=device)   # weights_only=True, the default
+                                                                # zh-CN: 默认即 weights_only=True
 
 with torch.no_grad():
     assert torch.equal(whole_model(test_images), model(test_images))
-print(type(whole_model).__name__, "loaded; same predictions as the trained model")""",
-        zh_comments={
-            '# weights_only=True, the default': '# 默认即 weights_only=True',
-        },
-    ),
-    Markdown(
-        en="""The error message of `torch.load` suggests a second way: `torch.serialization.add_safe_globals`. It allows the same classes, but for the whole Python process and from then on, not only inside a `with` block. That suits a script that loads many files of one known kind; in a notebook or a library it also widens what *every other* `torch.load` accepts, so prefer the scoped `safe_globals` there. PyTorch keeps a list of allowed globals of its own (`get_safe_globals()`); we save it first and put it back afterwards:""",
-        zh="""`torch.load` 的错误信息还提到了第二种办法：`torch.serialization.add_safe_globals`。它放行的是同样的类，但作用于整个 Python 进程，而且从此一直有效，而不只是在一个 `with` 块内。对于只加载同一类已知文件的脚本，这很合适；但在 notebook 或库中，它也会放宽*其他所有* `torch.load` 调用能接受的内容，所以在那些场合更应该使用作用范围有限的 `safe_globals`。PyTorch 自己也维护着一份放行清单（`get_safe_globals()`）；我们先把它保存下来，用完后再恢复：""",
-    ),
-    Code(
-        en="""allowed_before = torch.serialization.get_safe_globals()
+print(type(whole_model).__name__, "loaded; same predictions as the trained model")
+
+# %% [markdown] lang="en"
+# The error message of `torch.load` suggests a second way: `torch.serialization.add_safe_globals`. It allows the same classes, but for the whole Python process and from then on, not only inside a `with` block. That suits a script that loads many files of one known kind; in a notebook or a library it also widens what *every other* `torch.load` accepts, so prefer the scoped `safe_globals` there. PyTorch keeps a list of allowed globals of its own (`get_safe_globals()`); we save it first and put it back afterwards:
+
+# %% [markdown] lang="zh-CN"
+# `torch.load` 的错误信息还提到了第二种办法：`torch.serialization.add_safe_globals`。它放行的是同样的类，但作用于整个 Python 进程，而且从此一直有效，而不只是在一个 `with` 块内。对于只加载同一类已知文件的脚本，这很合适；但在 notebook 或库中，它也会放宽*其他所有* `torch.load` 调用能接受的内容，所以在那些场合更应该使用作用范围有限的 `safe_globals`。PyTorch 自己也维护着一份放行清单（`get_safe_globals()`）；我们先把它保存下来，用完后再恢复：
+
+# %%
+allowed_before = torch.serialization.get_safe_globals()
 torch.serialization.add_safe_globals([known_classes[name] for name in needed])
 whole_again = torch.load(whole_path, map_location=device)   # no with block: allowed process-wide
+                                                            # zh-CN: 没有 with 块：在整个进程中放行
 print("Network allowed everywhere:", fc_model.Network in torch.serialization.get_safe_globals())
 
 torch.serialization.clear_safe_globals()                     # back to the list we started with
+                                                             # zh-CN: 恢复到最初的清单
 torch.serialization.add_safe_globals(allowed_before)
-print("Network allowed everywhere:", fc_model.Network in torch.serialization.get_safe_globals())""",
-        zh_comments={
-            '# no with block: allowed process-wide': '# 没有 with 块：在整个进程中放行',
-            '# back to the list we started with': '# 恢复到最初的清单',
-        },
-    ),
-    Markdown(
-        en="""`torch.load(path, weights_only=False)` would also load it, by running the full unpickler. That is acceptable only for a file you made yourself and that nobody could have changed since. For anything downloaded, shared or received, use `weights_only=True` (with `safe_globals` for classes you trust), or better a format that cannot hold code at all. The next section shows why.""",
-        zh="""`torch.load(path, weights_only=False)` 也能加载它，因为它会运行完整的反序列化器。但这只适用于你自己生成、而且之后不可能被他人改动过的文件。对于任何下载、分享或收到的文件，都应该使用 `weights_only=True`（对信任的类配合 `safe_globals`），更好的办法是使用根本无法包含代码的格式。下一节说明原因。""",
-    ),
-    Markdown(
-        en="""## Why it matters: a file that runs code
+print("Network allowed everywhere:", fc_model.Network in torch.serialization.get_safe_globals())
 
-Unpickling is not just reading data: a pickle can tell the loader to *call a function* with arguments of its choice, through an object's `__reduce__` method. An attacker can publish a "checkpoint" that deletes files or installs malware the moment someone loads it with the full unpickler.
+# %% [markdown] lang="en"
+# `torch.load(path, weights_only=False)` would also load it, by running the full unpickler. That is acceptable only for a file you made yourself and that nobody could have changed since. For anything downloaded, shared or received, use `weights_only=True` (with `safe_globals` for classes you trust), or better a format that cannot hold code at all. The next section shows why.
 
-Below we plant a harmless payload: an object whose unpickling would open (and so create) a marker file. Saving the file does not run it. We then load the file the safe ways, with `torch.load(..., weights_only=True)` and with `fc_model.load_checkpoint`: both refuse it, and the marker never appears. The notebook never runs the payload.""",
-        zh="""## 为什么这很重要：会执行代码的文件
+# %% [markdown] lang="zh-CN"
+# `torch.load(path, weights_only=False)` 也能加载它，因为它会运行完整的反序列化器。但这只适用于你自己生成、而且之后不可能被他人改动过的文件。对于任何下载、分享或收到的文件，都应该使用 `weights_only=True`（对信任的类配合 `safe_globals`），更好的办法是使用根本无法包含代码的格式。下一节说明原因。
 
-反序列化不只是读取数据：pickle 可以通过对象的 `__reduce__` 方法，让加载程序用它指定的参数*调用一个函数*。攻击者可以发布一个"检查点"，只要有人用完整的反序列化器加载它，就会删除文件或安装恶意软件。
+# %% [markdown] lang="en"
+# ## Why it matters: a file that runs code
+#
+# Unpickling is not just reading data: a pickle can tell the loader to *call a function* with arguments of its choice, through an object's `__reduce__` method. An attacker can publish a "checkpoint" that deletes files or installs malware the moment someone loads it with the full unpickler.
+#
+# Below we plant a harmless payload: an object whose unpickling would open (and so create) a marker file. Saving the file does not run it. We then load the file the safe ways, with `torch.load(..., weights_only=True)` and with `checkpoint_io.load_checkpoint`: both refuse it, and the marker never appears. The notebook never runs the payload.
 
-下面我们植入一个无害的载荷：一个在反序列化时会打开（从而创建）标记文件的对象。保存文件时它不会执行。然后我们用安全的方式加载这个文件，即 `torch.load(..., weights_only=True)` 和 `fc_model.load_checkpoint`：两者都拒绝加载，标记文件也始终没有出现。本 notebook 自始至终没有执行这个载荷。""",
-    ),
-    Code(
-        en="""marker = model_dir / 'payload_ran.txt'
+# %% [markdown] lang="zh-CN"
+# ## 为什么这很重要：会执行代码的文件
+#
+# 反序列化不只是读取数据：pickle 可以通过对象的 `__reduce__` 方法，让加载程序用它指定的参数*调用一个函数*。攻击者可以发布一个"检查点"，只要有人用完整的反序列化器加载它，就会删除文件或安装恶意软件。
+#
+# 下面我们植入一个无害的载荷：一个在反序列化时会打开（从而创建）标记文件的对象。保存文件时它不会执行。然后我们用安全的方式加载这个文件，即 `torch.load(..., weights_only=True)` 和 `checkpoint_io.load_checkpoint`：两者都拒绝加载，标记文件也始终没有出现。本 notebook 自始至终没有执行这个载荷。
+
+# %%
+marker = model_dir / 'payload_ran.txt'
 marker.unlink(missing_ok=True)
 
 class Payload:
     # Unpickling this object would call io.open(marker, 'w'), creating the marker file
+    # zh-CN: 反序列化这个对象会调用 io.open(marker, 'w')，从而创建标记文件
     def __reduce__(self):
         return (io.open, (str(marker), 'w'))
 
@@ -226,70 +244,76 @@ try:
 except pickle.UnpicklingError:
     print("torch.load(weights_only=True) refused the file")
 try:
-    fc_model.load_checkpoint(evil_path)
-except fc_model.CheckpointError as error:
+    checkpoint_io.load_checkpoint(evil_path)
+except checkpoint_io.CheckpointError as error:
     print(error)
 
 assert not marker.exists(), "the payload ran!"
-print("marker file exists:", marker.exists())""",
-        zh_comments={
-            "# Unpickling this object would call io.open(marker, 'w'), creating the marker file": "# 反序列化这个对象会调用 io.open(marker, 'w')，从而创建标记文件",
-        },
-    ),
-    Markdown(
-        en="""`get_unsafe_globals_in_checkpoint` reads the file without unpickling it, so it is a safe way to look inside a suspicious file. Had we passed `weights_only=False`, `io.open` would have been called and the marker created; a real attacker would call something far worse. (`weights_only=True` has had bugs of its own, so keep PyTorch up to date, and prefer formats that hold no code.)""",
-        zh="""`get_unsafe_globals_in_checkpoint` 读取文件时不会进行反序列化，因此用它检查可疑文件是安全的。如果我们传入了 `weights_only=False`，`io.open` 就会被调用，标记文件也会被创建；真正的攻击者调用的会是危险得多的东西。（`weights_only=True` 本身也出现过漏洞，所以要及时更新 PyTorch，并优先使用不包含代码的格式。）""",
-    ),
-    Markdown(
-        en="""## safetensors: weights with nothing to execute
+print("marker file exists:", marker.exists())
 
-[safetensors](https://huggingface.co/docs/safetensors) is a file format that holds only tensors and a small JSON header with string metadata. Loading it parses that header and copies bytes; there is no code path that could run anything. It is the usual format for sharing weights, for example on the Hugging Face Hub.
+# %% [markdown] lang="en"
+# `get_unsafe_globals_in_checkpoint` reads the file without unpickling it, so it is a safe way to look inside a suspicious file. Had we passed `weights_only=False`, `io.open` would have been called and the marker created; a real attacker would call something far worse. (`weights_only=True` has had bugs of its own, so keep PyTorch up to date, and prefer formats that hold no code.)
 
-`fc_model.save_safetensors` stores the weights with the architecture as JSON in the metadata (written atomically, like the checkpoints of lesson 2). Here is what the file says about itself:""",
-        zh="""## safetensors：没有任何可执行内容的权重文件
+# %% [markdown] lang="zh-CN"
+# `get_unsafe_globals_in_checkpoint` 读取文件时不会进行反序列化，因此用它检查可疑文件是安全的。如果我们传入了 `weights_only=False`，`io.open` 就会被调用，标记文件也会被创建；真正的攻击者调用的会是危险得多的东西。（`weights_only=True` 本身也出现过漏洞，所以要及时更新 PyTorch，并优先使用不包含代码的格式。）
 
-[safetensors](https://huggingface.co/docs/safetensors) 是一种只保存张量和一个小型 JSON 文件头（含字符串元数据）的文件格式。加载时只解析文件头并复制字节，没有任何可能执行代码的路径。它是分享权重的常用格式，例如 Hugging Face Hub 上的模型。
+# %% [markdown] lang="en"
+# ## safetensors: weights with nothing to execute
+#
+# [safetensors](https://huggingface.co/docs/safetensors) is a file format that holds only tensors and a small JSON header with string metadata. Loading it parses that header and copies bytes; there is no code path that could run anything. It is the usual format for sharing weights, for example on the Hugging Face Hub.
+#
+# `checkpoint_io.save_safetensors` stores the weights with the architecture as JSON in the metadata (written atomically, like the checkpoints of lesson 2). Here is what the file says about itself:
 
-`fc_model.save_safetensors` 保存权重，并把架构以 JSON 形式写入元数据（和第 2 课的检查点一样采用原子写入）。下面是这个文件对自身的描述：""",
-    ),
-    Code(
-        en="""safetensors_path = model_dir / 'model.safetensors'
-fc_model.save_safetensors(safetensors_path, model)
+# %% [markdown] lang="zh-CN"
+# ## safetensors：没有任何可执行内容的权重文件
+#
+# [safetensors](https://huggingface.co/docs/safetensors) 是一种只保存张量和一个小型 JSON 文件头（含字符串元数据）的文件格式。加载时只解析文件头并复制字节，没有任何可能执行代码的路径。它是分享权重的常用格式，例如 Hugging Face Hub 上的模型。
+#
+# `checkpoint_io.save_safetensors` 保存权重，并把架构以 JSON 形式写入元数据（和第 2 课的检查点一样采用原子写入）。下面是这个文件对自身的描述：
+
+# %%
+safetensors_path = model_dir / 'model.safetensors'
+checkpoint_io.save_safetensors(safetensors_path, model)
 with safe_open(safetensors_path, framework='pt') as file:
     print("metadata:", dict(sorted(file.metadata().items())))
-    print("tensors: ", sorted(file.keys()))""",
-    ),
-    Markdown(
-        en="""The metadata is enough to rebuild the network without any other information: read the architecture, build `fc_model.Network(**architecture)` and load the tensors. That is what `fc_model.load_safetensors` does (it also checks every step and names the file when something is wrong):""",
-        zh="""仅凭元数据就能重建网络，不需要任何其他信息：读出架构，构建 `fc_model.Network(**architecture)`，再载入张量。这正是 `fc_model.load_safetensors` 所做的事情（它还会检查每一步，出错时会指明是哪个文件）：""",
-    ),
-    Code(
-        en="""with safe_open(safetensors_path, framework='pt') as file:
+    print("tensors: ", sorted(file.keys()))
+
+# %% [markdown] lang="en"
+# The metadata is enough to rebuild the network without any other information: read the architecture, build `fc_model.Network(**architecture)` and load the tensors. That is what `fc_model.load_network` does with such a file (it also checks every step and names the file when something is wrong):
+
+# %% [markdown] lang="zh-CN"
+# 仅凭元数据就能重建网络，不需要任何其他信息：读出架构，构建 `fc_model.Network(**architecture)`，再载入张量。`fc_model.load_network` 处理这样的文件时正是这样做的（它还会检查每一步，出错时会指明是哪个文件）：
+
+# %%
+with safe_open(safetensors_path, framework='pt') as file:
     architecture = json.loads(file.metadata()['architecture'])
 rebuilt = fc_model.Network(**architecture)
 rebuilt.load_state_dict(load_file(safetensors_path))
 rebuilt.to(device).eval()
 
-loaded = fc_model.load_safetensors(safetensors_path, map_location=device)
+loaded = fc_model.load_network(safetensors_path, map_location=device)
 with torch.no_grad():
     assert torch.equal(rebuilt(test_images), model(test_images))
     assert torch.equal(loaded(test_images), model(test_images))
-print("rebuilt from the metadata alone:", architecture)""",
-    ),
-    Markdown(
-        en="""### Size and speed
+print("rebuilt from the metadata alone:", architecture)
 
-How do the formats compare on this network? We save the same `state_dict` with `torch.save` and as safetensors, and time three ways of loading it: `torch.load`, `torch.load(..., mmap=True)` (which maps the file into memory and reads tensor data only when it is used), and safetensors' `load_file`. Each is the best of several runs; the figures depend on your machine and disk cache.""",
-        zh="""### 大小与速度
+# %% [markdown] lang="en"
+# ### Size and speed
+#
+# How do the formats compare on this network? We save the same `state_dict` with `torch.save` and as safetensors, and time three ways of loading it: `torch.load`, `torch.load(..., mmap=True)` (which maps the file into memory and reads tensor data only when it is used), and safetensors' `load_file`. Each is the best of several runs; the figures depend on your machine and disk cache.
 
-在这个网络上，各种格式的表现如何？我们把同一个 `state_dict` 分别用 `torch.save` 和 safetensors 保存，再比较三种加载方式的用时：`torch.load`、`torch.load(..., mmap=True)`（把文件映射到内存中，只有用到张量数据时才读取）以及 safetensors 的 `load_file`。每项结果都取多次运行中的最好成绩；具体数字取决于你的机器和磁盘缓存。""",
-    ),
-    Code(
-        en="""state_dict_path = model_dir / 'state_dict.pth'
+# %% [markdown] lang="zh-CN"
+# ### 大小与速度
+#
+# 在这个网络上，各种格式的表现如何？我们把同一个 `state_dict` 分别用 `torch.save` 和 safetensors 保存，再比较三种加载方式的用时：`torch.load`、`torch.load(..., mmap=True)`（把文件映射到内存中，只有用到张量数据时才读取）以及 safetensors 的 `load_file`。每项结果都取多次运行中的最好成绩；具体数字取决于你的机器和磁盘缓存。
+
+# %% tags=["nbval-ignore-output"]
+state_dict_path = model_dir / 'state_dict.pth'
 torch.save(model.state_dict(), state_dict_path)
 
 def best_time(load, repeats=20):
     # The fastest of several loads, in milliseconds
+    # zh-CN: 多次加载中最快的一次，单位为毫秒
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
@@ -307,44 +331,44 @@ sizes = {'torch.load': state_dict_path, 'torch.load(mmap=True)': state_dict_path
          'safetensors load_file': safetensors_path}
 print(f"{'how':24}{'file size':>12}{'load time':>12}")
 for name, load in loaders.items():
-    print(f"{name:24}{sizes[name].stat().st_size / 1e6:>9.2f} MB{best_time(load):>9.2f} ms")""",
-        zh_comments={
-            '# The fastest of several loads, in milliseconds': '# 多次加载中最快的一次，单位为毫秒',
-        },
-        tags=("nbval-ignore-output",),
-    ),
-    Markdown(
-        en="""Both files are essentially the raw float32 weights (about 2.2 MB for 567,434 parameters); the formats differ in safety and in what they can hold, far more than in size. For a network this small every way of loading takes milliseconds. `mmap=True` and safetensors pay off with models of gigabytes, where they avoid reading everything into memory first.
+    print(f"{name:24}{sizes[name].stat().st_size / 1e6:>9.2f} MB{best_time(load):>9.2f} ms")
 
-What safetensors **cannot** hold: nesting, and values that are not tensors. A file is one flat mapping from names to tensors, plus metadata whose keys and values are strings. Adam's state from lesson 2 is made of tensors, so it could be flattened into names such as `state.0.exp_avg`; but its nesting, its hyper-parameters, the epoch, the loss and the random-number-generator states would all have to be encoded by hand (as 0-d tensors, or as strings in the metadata) and decoded again when loading. A checkpoint for resuming is simpler as a `torch.save` dictionary loaded with `weights_only=True`. So:
+# %% [markdown] lang="en"
+# Both files are essentially the raw float32 weights (about 2.2 MB for 567,434 parameters); the formats differ in safety and in what they can hold, far more than in size. For a network this small every way of loading takes milliseconds. `mmap=True` and safetensors pay off with models of gigabytes, where they avoid reading everything into memory first.
+#
+# What safetensors **cannot** hold: nesting, and values that are not tensors. A file is one flat mapping from names to tensors, plus metadata whose keys and values are strings. Adam's state from lesson 2 is made of tensors, so it could be flattened into names such as `state.0.exp_avg`; but its nesting, its hyper-parameters, the epoch, the loss and the random-number-generator states would all have to be encoded by hand (as 0-d tensors, or as strings in the metadata) and decoded again when loading. A checkpoint for resuming is simpler as a `torch.save` dictionary loaded with `weights_only=True`. So:
+#
+# | what you save | format |
+# |---|---|
+# | weights to share, publish or download | safetensors (architecture in the metadata) |
+# | a checkpoint to resume training | `torch.save` of a dictionary, loaded with `weights_only=True` (lesson 2) |
+# | a whole pickled model | avoid; if you must, load with `safe_globals` for known classes only |
+# | a model to deploy without its source code | `torch.export` (below); loading still needs PyTorch |
 
-| what you save | format |
-|---|---|
-| weights to share, publish or download | safetensors (architecture in the metadata) |
-| a checkpoint to resume training | `torch.save` of a dictionary, loaded with `weights_only=True` (lesson 2) |
-| a whole pickled model | avoid; if you must, load with `safe_globals` for known classes only |
-| a model to deploy without its source code | `torch.export` (below); loading still needs PyTorch |""",
-        zh="""两个文件的内容基本上都是原始的 float32 权重（567,434 个参数，约 2.2 MB）；这些格式的差别主要在于安全性和能保存什么，而不在于大小。对这么小的网络，每种加载方式都只需几毫秒。`mmap=True` 和 safetensors 的优势要在几 GB 的大模型上才能体现：它们不必先把所有内容读进内存。
+# %% [markdown] lang="zh-CN"
+# 两个文件的内容基本上都是原始的 float32 权重（567,434 个参数，约 2.2 MB）；这些格式的差别主要在于安全性和能保存什么，而不在于大小。对这么小的网络，每种加载方式都只需几毫秒。`mmap=True` 和 safetensors 的优势要在几 GB 的大模型上才能体现：它们不必先把所有内容读进内存。
+#
+# safetensors **不能**保存的是：嵌套结构，以及不是张量的值。一个文件就是一个从名字到张量的扁平映射，外加键和值都是字符串的元数据。第 2 课中 Adam 的状态由张量组成，因此可以展平成 `state.0.exp_avg` 这样的名字；但它的嵌套结构、超参数，以及轮数、损失和随机数生成器状态，都得手工编码（写成 0 维张量，或者写成元数据里的字符串），加载时再解码回来。用于恢复训练的检查点，还是用 `torch.save` 保存字典、再用 `weights_only=True` 加载更简单。因此：
+#
+# | 要保存的内容 | 格式 |
+# |---|---|
+# | 用于分享、发布或下载的权重 | safetensors（架构写入元数据） |
+# | 用于恢复训练的检查点 | 用 `torch.save` 保存字典，用 `weights_only=True` 加载（第 2 课） |
+# | pickle 的完整模型 | 尽量避免；如果必须使用，只对已知的类用 `safe_globals` 放行 |
+# | 部署时不附带源代码的模型 | `torch.export`（见下文）；加载时仍然需要 PyTorch |
 
-safetensors **不能**保存的是：嵌套结构，以及不是张量的值。一个文件就是一个从名字到张量的扁平映射，外加键和值都是字符串的元数据。第 2 课中 Adam 的状态由张量组成，因此可以展平成 `state.0.exp_avg` 这样的名字；但它的嵌套结构、超参数，以及轮数、损失和随机数生成器状态，都得手工编码（写成 0 维张量，或者写成元数据里的字符串），加载时再解码回来。用于恢复训练的检查点，还是用 `torch.save` 保存字典、再用 `weights_only=True` 加载更简单。因此：
+# %% [markdown] lang="en"
+# ## Exporting for deployment: `torch.export`
+#
+# A service that only makes predictions should not need your training code. `torch.export.export` traces the network into an `ExportedProgram`: a graph of PyTorch operations together with the weights. `torch.export.save` writes it to a `.pt2` file. We mark the batch dimension as dynamic, so the exported program accepts any number of images.
 
-| 要保存的内容 | 格式 |
-|---|---|
-| 用于分享、发布或下载的权重 | safetensors（架构写入元数据） |
-| 用于恢复训练的检查点 | 用 `torch.save` 保存字典，用 `weights_only=True` 加载（第 2 课） |
-| pickle 的完整模型 | 尽量避免；如果必须使用，只对已知的类用 `safe_globals` 放行 |
-| 部署时不附带源代码的模型 | `torch.export`（见下文）；加载时仍然需要 PyTorch |""",
-    ),
-    Markdown(
-        en="""## Exporting for deployment: `torch.export`
+# %% [markdown] lang="zh-CN"
+# ## 为部署而导出：`torch.export`
+#
+# 一个只负责预测的服务不应该依赖你的训练代码。`torch.export.export` 会把网络追踪成一个 `ExportedProgram`：由 PyTorch 运算组成的计算图，连同权重一起。`torch.export.save` 把它写入 `.pt2` 文件。我们把批次这一维标记为动态的，这样导出的程序可以接受任意数量的图像。
 
-A service that only makes predictions should not need your training code. `torch.export.export` traces the network into an `ExportedProgram`: a graph of PyTorch operations together with the weights. `torch.export.save` writes it to a `.pt2` file. We mark the batch dimension as dynamic, so the exported program accepts any number of images.""",
-        zh="""## 为部署而导出：`torch.export`
-
-一个只负责预测的服务不应该依赖你的训练代码。`torch.export.export` 会把网络追踪成一个 `ExportedProgram`：由 PyTorch 运算组成的计算图，连同权重一起。`torch.export.save` 把它写入 `.pt2` 文件。我们把批次这一维标记为动态的，这样导出的程序可以接受任意数量的图像。""",
-    ),
-    Code(
-        en="""cpu_model = fc_model.Network(**model.architecture)
+# %% tags=["nbval-ignore-output"]
+cpu_model = fc_model.Network(**model.architecture)
 cpu_model.load_state_dict(model.state_dict())
 cpu_model.eval()
 example = test_images.cpu()
@@ -352,15 +376,16 @@ exported = torch.export.export(cpu_model, (example,),
                                dynamic_shapes={'x': {0: torch.export.Dim('batch')}})
 export_path = model_dir / 'model.pt2'
 torch.export.save(exported, export_path)
-print(f"{export_path.name}: {export_path.stat().st_size / 1e6:.2f} MB")""",
-        tags=("nbval-ignore-output",),
-    ),
-    Markdown(
-        en="""Loading a `.pt2` file still needs Python and PyTorch (`torch.export.load`); what it no longer needs is the source code of the model's classes. (Running with no Python at all is a further step, AOTInductor, beyond this lesson.) To show that the file needs no `fc_model`, we load it in a separate Python process that never imports it, predict the test batch there, and compare with the trained network here. The child process checks that `fc_model` was not imported. Like a pickle, a `.pt2` file should come from a source you trust: load only files you or your team exported.""",
-        zh="""加载 `.pt2` 文件仍然需要 Python 和 PyTorch（`torch.export.load`）；它不再需要的，是模型各个类的源代码。（完全不依赖 Python 的运行方式是更进一步的 AOTInductor，不在本课范围之内。）为了证明这个文件不需要 `fc_model`，我们在一个从不导入它的独立 Python 进程中加载它，在那里对这批测试图像做预测，再与这里训练好的网络比较。子进程会检查 `fc_model` 确实没有被导入。和 pickle 一样，`.pt2` 文件也应当来自可信的来源：只加载你自己或你的团队导出的文件。""",
-    ),
-    Code(
-        en="""torch.save(example, model_dir / 'example_images.pt')
+print(f"{export_path.name}: {export_path.stat().st_size / 1e6:.2f} MB")
+
+# %% [markdown] lang="en"
+# Loading a `.pt2` file still needs Python and PyTorch (`torch.export.load`); what it no longer needs is the source code of the model's classes. (Running with no Python at all is a further step, AOTInductor, beyond this lesson.) To show that the file needs no `fc_model`, we load it in a separate Python process that never imports it, predict the test batch there, and compare with the trained network here. The child process checks that `fc_model` was not imported. Like a pickle, a `.pt2` file should come from a source you trust: load only files you or your team exported.
+
+# %% [markdown] lang="zh-CN"
+# 加载 `.pt2` 文件仍然需要 Python 和 PyTorch（`torch.export.load`）；它不再需要的，是模型各个类的源代码。（完全不依赖 Python 的运行方式是更进一步的 AOTInductor，不在本课范围之内。）为了证明这个文件不需要 `fc_model`，我们在一个从不导入它的独立 Python 进程中加载它，在那里对这批测试图像做预测，再与这里训练好的网络比较。子进程会检查 `fc_model` 确实没有被导入。和 pickle 一样，`.pt2` 文件也应当来自可信的来源：只加载你自己或你的团队导出的文件。
+
+# %%
+torch.save(example, model_dir / 'example_images.pt')
 child_code = f'''
 import sys, torch
 program = torch.export.load({str(export_path)!r})
@@ -376,18 +401,18 @@ with torch.no_grad():
     expected = cpu_model(example)
 assert torch.allclose(exported_predictions, expected, atol=1e-6)
 assert torch.equal(exported_predictions.argmax(dim=1), expected.argmax(dim=1))
-print("the exported program predicts the same classes for all", len(example), "images")""",
-    ),
-    Markdown(
-        en="""## Summary
+print("the exported program predicts the same classes for all", len(example), "images")
 
-- `torch.save(model)` stores references to classes, not code: the file breaks when the code moves, and `torch.load` refuses it by default. If you must load one, allow exactly its known classes with `torch.serialization.safe_globals` (or, process-wide, `add_safe_globals`).
-- Unpickling can run arbitrary code. Never use `weights_only=False` on a file you did not make yourself; inspect suspicious files with `get_unsafe_globals_in_checkpoint`.
-- Share weights as safetensors, with the architecture in the metadata; keep `torch.save` dictionaries for training checkpoints; use `torch.export` to deploy a model without its source code (loading the `.pt2` file still needs PyTorch).""",
-        zh="""## 小结
+# %% [markdown] lang="en"
+# ## Summary
+#
+# - `torch.save(model)` stores references to classes, not code: the file breaks when the code moves, and `torch.load` refuses it by default. If you must load one, allow exactly its known classes with `torch.serialization.safe_globals` (or, process-wide, `add_safe_globals`).
+# - Unpickling can run arbitrary code. Never use `weights_only=False` on a file you did not make yourself; inspect suspicious files with `get_unsafe_globals_in_checkpoint`.
+# - Share weights as safetensors, with the architecture in the metadata; keep `torch.save` dictionaries for training checkpoints; use `torch.export` to deploy a model without its source code (loading the `.pt2` file still needs PyTorch).
 
-- `torch.save(model)` 保存的是类的引用而不是代码：代码一移动文件就会失效，而且 `torch.load` 默认拒绝加载它。如果必须加载，用 `torch.serialization.safe_globals`（或者作用于整个进程的 `add_safe_globals`）只放行它需要的已知类。
-- 反序列化可以执行任意代码。对于不是你自己生成的文件，绝不要使用 `weights_only=False`；可以用 `get_unsafe_globals_in_checkpoint` 检查可疑文件。
-- 用 safetensors 分享权重，并把架构写入元数据；训练检查点用 `torch.save` 保存字典；部署不附带源代码的模型时用 `torch.export`（加载 `.pt2` 文件仍然需要 PyTorch）。""",
-    ),
-]
+# %% [markdown] lang="zh-CN"
+# ## 小结
+#
+# - `torch.save(model)` 保存的是类的引用而不是代码：代码一移动文件就会失效，而且 `torch.load` 默认拒绝加载它。如果必须加载，用 `torch.serialization.safe_globals`（或者作用于整个进程的 `add_safe_globals`）只放行它需要的已知类。
+# - 反序列化可以执行任意代码。对于不是你自己生成的文件，绝不要使用 `weights_only=False`；可以用 `get_unsafe_globals_in_checkpoint` 检查可疑文件。
+# - 用 safetensors 分享权重，并把架构写入元数据；训练检查点用 `torch.save` 保存字典；部署不附带源代码的模型时用 `torch.export`（加载 `.pt2` 文件仍然需要 PyTorch）。

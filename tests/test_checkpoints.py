@@ -1,4 +1,4 @@
-"""fc_model checkpoints: atomic saving, safe loading with clear errors, exact resume."""
+"""Checkpoint files: atomic saving, safe loading with clear errors, exact resume."""
 
 import pathlib
 import random
@@ -11,6 +11,7 @@ import pytest
 import torch
 from torch import nn, optim
 
+import checkpoint_io
 import fc_model
 
 WORKER = pathlib.Path(__file__).with_name("resume_worker.py")
@@ -42,7 +43,7 @@ def trained(tmp_path):
     loss.backward()
     optimizer.step()
     path = tmp_path / "checkpoint.pt"
-    fc_model.save_checkpoint(path, model, optimizer, epoch=1, step=1, loss=loss.item())
+    checkpoint_io.save_checkpoint(path, model, optimizer, epoch=1, step=1, loss=loss.item())
     return model, optimizer, path
 
 
@@ -50,8 +51,8 @@ def trained(tmp_path):
 
 def test_general_checkpoint_round_trip(trained):
     model, optimizer, path = trained
-    checkpoint = fc_model.load_checkpoint(path)
-    assert checkpoint["format"] == fc_model.CHECKPOINT_FORMAT
+    checkpoint = checkpoint_io.load_checkpoint(path)
+    assert checkpoint["format"] == checkpoint_io.CHECKPOINT_FORMAT
     assert checkpoint["architecture"] == model.architecture
     assert (checkpoint["epoch"], checkpoint["step"]) == (1, 1)
     assert isinstance(checkpoint["loss"], float)
@@ -60,13 +61,13 @@ def test_general_checkpoint_round_trip(trained):
 
     torch.manual_seed(123)
     generator_at_save = torch.get_rng_state()
-    fc_model.save_checkpoint(path, model, optimizer)
+    checkpoint_io.save_checkpoint(path, model, optimizer)
     torch.manual_seed(0)
-    assert torch.equal(fc_model.load_checkpoint(path)["rng"]["cpu"], generator_at_save)
+    assert torch.equal(checkpoint_io.load_checkpoint(path)["rng"]["cpu"], generator_at_save)
 
     fresh = fc_model.Network(784, 10, [32, 16])
     fresh_optimizer = optim.Adam(fresh.parameters(), lr=0.01)
-    fc_model.restore(checkpoint, fresh, fresh_optimizer)
+    checkpoint_io.restore(checkpoint, fresh, fresh_optimizer)
     assert_same(fresh.state_dict(), model.state_dict())
     assert_same(fresh_optimizer.state_dict(), optimizer.state_dict())
 
@@ -83,12 +84,12 @@ def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):
     target = tmp_path / "file.bin"
     target.write_bytes(b"good")
     with pytest.raises(ZeroDivisionError):
-        with fc_model.atomic_write(target) as file:
+        with checkpoint_io.atomic_write(target) as file:
             file.write(b"half of the new content")
-            1 / 0
+            1 / 0  # noqa: B018 (fail in the middle of a write)
     assert target.read_bytes() == b"good"
     assert [p.name for p in tmp_path.iterdir()] == ["file.bin"]
-    with fc_model.atomic_write(target) as file:
+    with checkpoint_io.atomic_write(target) as file:
         file.write(b"new")
     assert target.read_bytes() == b"new"
     assert oct(target.stat().st_mode & 0o777) == "0o644"
@@ -101,7 +102,7 @@ def test_classic_course_checkpoint_loads(tmp_path, trained):
     path = tmp_path / "classic.pth"
     torch.save({"input_size": 784, "output_size": 10, "hidden_layers": [32, 16],
                 "state_dict": model.state_dict()}, path)
-    checkpoint = fc_model.load_checkpoint(path)
+    checkpoint = checkpoint_io.load_checkpoint(path)
     assert checkpoint["architecture"] == {"input_size": 784, "output_size": 10,
                                           "hidden_layers": [32, 16], "drop_p": 0.5}
     assert checkpoint["optimizer_state_dict"] is None
@@ -116,8 +117,8 @@ def test_bare_state_dict_loads_with_sizes_read_off_the_weights(tmp_path, trained
     loaded = fc_model.load_network(path)
     assert loaded.architecture["hidden_layers"] == [32, 16]
     # but training cannot resume from it: there is no optimizer state
-    with pytest.raises(fc_model.CheckpointError, match="no optimizer state"):
-        fc_model.restore(fc_model.load_checkpoint(path), model, optimizer)
+    with pytest.raises(checkpoint_io.CheckpointError, match="no optimizer state"):
+        checkpoint_io.restore(checkpoint_io.load_checkpoint(path), model, optimizer)
 
 
 # --------------------------------------------------------------------------- bad files
@@ -139,15 +140,15 @@ def _empty(path):
 def test_damaged_files_get_a_clear_error(trained, damage):
     _, _, path = trained
     damage(path)
-    with pytest.raises(fc_model.CheckpointError) as info:
-        fc_model.load_checkpoint(path)
+    with pytest.raises(checkpoint_io.CheckpointError) as info:
+        checkpoint_io.load_checkpoint(path)
     message = str(info.value)
     assert str(path) in message
     assert "is not a complete PyTorch checkpoint: it is truncated, damaged" in message
 
 
 def test_missing_file(tmp_path):
-    with pytest.raises(fc_model.CheckpointError, match="no such checkpoint file"):
+    with pytest.raises(checkpoint_io.CheckpointError, match="no such checkpoint file"):
         fc_model.load_network(tmp_path / "nowhere.pt")
 
 
@@ -155,13 +156,13 @@ def test_missing_file(tmp_path):
     ({"weights": torch.zeros(3)}, "dict with keys \\['weights'\\]"),
     ([torch.zeros(3)], "holds a list"),
     ({"format": "other/9", "x": 1}, "has format 'other/9'"),
-    ({"format": fc_model.CHECKPOINT_FORMAT}, "incomplete checkpoint"),
+    ({"format": checkpoint_io.CHECKPOINT_FORMAT}, "incomplete checkpoint"),
 ])
 def test_foreign_content_is_named(tmp_path, content, message):
     path = tmp_path / "foreign.pt"
     torch.save(content, path)
-    with pytest.raises(fc_model.CheckpointError, match=message):
-        fc_model.load_checkpoint(path)
+    with pytest.raises(checkpoint_io.CheckpointError, match=message):
+        checkpoint_io.load_checkpoint(path)
 
 
 class Payload:
@@ -174,17 +175,14 @@ class Payload:
         return (open, (str(self.marker), "w"))
 
 
-@pytest.mark.parametrize("loader", [fc_model.load_checkpoint, fc_model.load_network,
-                                    fc_model.load_safetensors])
+@pytest.mark.parametrize("loader", [checkpoint_io.load_checkpoint, fc_model.load_network])
 def test_a_planted_payload_is_refused_and_never_runs(tmp_path, trained, loader):
     model, _, _ = trained
     marker = tmp_path / "marker"
     path = tmp_path / "evil.pth"
     torch.save({"state_dict": model.state_dict(), "extra": Payload(marker)}, path)
     assert not marker.exists()
-    message = r"refused \(found io.open\)" if loader is not fc_model.load_safetensors \
-        else "not safetensors"
-    with pytest.raises(fc_model.CheckpointError, match=message):
+    with pytest.raises(checkpoint_io.CheckpointError, match=r"refused \(found io.open\)"):
         loader(path)
     assert not marker.exists()
 
@@ -193,16 +191,36 @@ def test_wrong_architecture_is_explained_and_changes_nothing(trained):
     _, _, path = trained
     other = fc_model.Network(784, 10, [64, 16])
     before = {k: v.clone() for k, v in other.state_dict().items()}
-    with pytest.raises(fc_model.CheckpointError, match=r"saved from Network with .*\[32, 16\]"):
-        fc_model.restore(fc_model.load_checkpoint(path), other)
+    with pytest.raises(checkpoint_io.CheckpointError, match=r"saved from a model with .*\[32, 16\]"):
+        checkpoint_io.restore(checkpoint_io.load_checkpoint(path), other)
     assert_same(other.state_dict(), before)
 
 
 def test_optimizer_that_does_not_fit(trained):
     model, _, path = trained
     sgd_on_part = optim.SGD(list(model.parameters())[:2], lr=0.1)
-    with pytest.raises(fc_model.CheckpointError, match="optimizer state does not fit"):
-        fc_model.restore(fc_model.load_checkpoint(path), model, sgd_on_part)
+    with pytest.raises(checkpoint_io.CheckpointError, match="optimizer state does not fit"):
+        checkpoint_io.restore(checkpoint_io.load_checkpoint(path), model, sgd_on_part)
+
+
+def test_resume_from_a_file_without_training_state_is_refused_and_changes_nothing(trained):
+    model, optimizer, path = trained  # saved by save_checkpoint with epoch and step only
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(checkpoint_io.CheckpointError, match="holds no training state"):
+        fc_model.train(model, [], [(torch.zeros(1, 784), torch.zeros(1, dtype=torch.long))],
+                       nn.NLLLoss(), optimizer, checkpoint_path=path, resume=True)
+    assert_same(model.state_dict(), before)
+
+
+def test_training_state_goes_into_a_checkpoint_and_comes_back(tmp_path, trained):
+    model, optimizer, _ = trained
+    state = fc_model.TrainingState(epoch=2, batch=5, step=99, loss=0.25, running_loss=1.5,
+                                   best_accuracy=0.8, history=[{"step": 40}],
+                                   epoch_start_rng=checkpoint_io.rng_state())
+    path = tmp_path / "state.pt"
+    checkpoint_io.save_checkpoint(path, model, optimizer, **state.to_checkpoint())
+    loaded = fc_model.TrainingState.from_checkpoint(checkpoint_io.load_checkpoint(path), path)
+    assert_same(loaded.to_checkpoint(), state.to_checkpoint())
 
 
 def test_resume_needs_a_checkpoint_path():
@@ -217,65 +235,63 @@ def test_resume_needs_a_checkpoint_path():
 def test_safetensors_round_trip_rebuilds_from_metadata(tmp_path, trained):
     model, _, _ = trained
     path = tmp_path / "model.safetensors"
-    fc_model.save_safetensors(path, model)
-    for loader in (fc_model.load_safetensors, fc_model.load_network):
-        loaded = loader(path)
-        assert loaded.architecture == model.architecture and not loaded.training
-        x = torch.randn(3, 784)
-        assert torch.equal(loaded(x), model.eval()(x))
+    checkpoint_io.save_safetensors(path, model)
+    checkpoint = checkpoint_io.load_checkpoint(path)
+    assert checkpoint["architecture"] == model.architecture
+    assert checkpoint["optimizer_state_dict"] is None
+    loaded = fc_model.load_network(path)
+    assert loaded.architecture == model.architecture and not loaded.training
+    x = torch.randn(3, 784)
+    assert torch.equal(loaded(x), model.eval()(x))
 
 
-def _write_safetensors(path, model, metadata):
+def test_safetensors_of_a_bare_state_dict_loads_with_sizes_read_off_the_weights(tmp_path, trained):
+    model, _, _ = trained
+    path = tmp_path / "weights.safetensors"
+    _write_safetensors(path, model.state_dict(), None)
+    assert fc_model.load_network(path).architecture == model.architecture
+
+
+def _write_safetensors(path, tensors, metadata):
     import safetensors.torch
-    safetensors.torch.save_file(model.state_dict(), str(path), metadata=metadata)
+    safetensors.torch.save_file(tensors, str(path), metadata=metadata)
 
 
-@pytest.mark.parametrize("metadata, message", [
-    (None, r"no fc_model architecture in its metadata \(found \[\]\)"),
-    ({"format": fc_model.SAFETENSORS_FORMAT, "architecture": "{not json"}, "unusable architecture"),
-    ({"format": fc_model.SAFETENSORS_FORMAT,
-      "architecture": '{"input_size": 784, "output_size": 10, "hidden_layers": [99, 16]}'},
+@pytest.mark.parametrize("tensors, metadata, message", [
+    ({"weights": torch.zeros(3)}, None, r"no fc_model architecture in its metadata \(found \[\]\)"),
+    (None, {"format": checkpoint_io.SAFETENSORS_FORMAT, "architecture": "{not json"},
+     "unreadable architecture metadata"),
+    (None, {"format": checkpoint_io.SAFETENSORS_FORMAT,
+            "architecture": '{"input_size": 784, "output_size": 10, "hidden_layers": [99, 16]}'},
      "does not fit the model"),
 ])
-def test_safetensors_with_wrong_metadata(tmp_path, trained, metadata, message):
+def test_safetensors_with_wrong_metadata(tmp_path, trained, tensors, metadata, message):
     model, _, _ = trained
     path = tmp_path / "model.safetensors"
-    _write_safetensors(path, model, metadata)
-    with pytest.raises(fc_model.CheckpointError, match=message):
-        fc_model.load_safetensors(path)
+    _write_safetensors(path, model.state_dict() if tensors is None else tensors, metadata)
+    with pytest.raises(checkpoint_io.CheckpointError, match=message):
+        fc_model.load_network(path)
 
 
 @pytest.mark.parametrize("damage", [_truncate, _random_bytes, _empty])
-@pytest.mark.parametrize("loader", [fc_model.load_safetensors, fc_model.load_network])
+@pytest.mark.parametrize("loader", [checkpoint_io.load_checkpoint, fc_model.load_network])
 def test_damaged_safetensors_get_a_clear_error(tmp_path, trained, damage, loader):
     model, _, _ = trained
     path = tmp_path / "model.safetensors"
-    fc_model.save_safetensors(path, model)
+    checkpoint_io.save_safetensors(path, model)
     damage(path)
-    with pytest.raises(fc_model.CheckpointError, match="truncated, damaged") as info:
+    with pytest.raises(checkpoint_io.CheckpointError, match="truncated, damaged") as info:
         loader(path)
     assert str(path) in str(info.value)
-
-
-def test_each_loader_names_the_other_format(tmp_path, trained):
-    model, _, torch_file = trained
-    safetensors_file = tmp_path / "model.safetensors"
-    fc_model.save_safetensors(safetensors_file, model)
-    with pytest.raises(fc_model.CheckpointError, match="is a torch.save file, not safetensors"):
-        fc_model.load_safetensors(torch_file)
-    with pytest.raises(fc_model.CheckpointError, match="is a safetensors file, not a torch.save"):
-        fc_model.load_checkpoint(safetensors_file)
 
 
 def test_whole_pickled_model_is_refused_by_every_loader(tmp_path, trained):
     model, _, _ = trained
     path = tmp_path / "whole.pth"
     torch.save(model, path)
-    for loader in (fc_model.load_checkpoint, fc_model.load_network):
-        with pytest.raises(fc_model.CheckpointError, match="found fc_model.Network"):
+    for loader in (checkpoint_io.load_checkpoint, fc_model.load_network):
+        with pytest.raises(checkpoint_io.CheckpointError, match="found fc_model.Network"):
             loader(path)
-    with pytest.raises(fc_model.CheckpointError, match="not safetensors"):
-        fc_model.load_safetensors(path)
 
 
 # --------------------------------------------------------------------------- resuming
@@ -297,7 +313,7 @@ def uninterrupted(tmp_path_factory, data_dir):
 
 def test_resume_in_a_new_process_is_bit_identical(uninterrupted, data_dir, tmp_path):
     run_worker(data_dir, tmp_path / "checkpoint.pt", tmp_path / "part.pt", 1)
-    assert fc_model.load_checkpoint(tmp_path / "checkpoint.pt")["epoch"] == 1
+    assert checkpoint_io.load_checkpoint(tmp_path / "checkpoint.pt")["epoch"] == 1
     resumed = run_worker(data_dir, tmp_path / "checkpoint.pt", tmp_path / "final.pt", 3)
     assert "Epoch: 1/3" not in resumed.stdout and "Epoch: 2/3" in resumed.stdout
     final = torch.load(tmp_path / "final.pt", weights_only=True)
@@ -331,7 +347,7 @@ def test_training_killed_at_random_moments_resumes_exactly(uninterrupted, data_d
         process.stdout.close()
         kills["during a save" if during_save else "between saves"] += 1
         if checkpoint.exists():  # the last good checkpoint must always load
-            fc_model.load_checkpoint(checkpoint)
+            checkpoint_io.load_checkpoint(checkpoint)
 
     # the kills during a save hit a write in progress: its temporary file is left behind
     assert list(tmp_path.glob(".checkpoint.pt.*.part"))

@@ -11,6 +11,7 @@ import pytest
 import torch
 from torch import nn, optim
 
+import checkpoint_io
 import devices
 import fc_model
 from conftest import REPO
@@ -118,12 +119,12 @@ def test_a_cpu_checkpoint_restored_into_a_model_elsewhere_puts_the_optimizer_sta
         parameters_moved_in_place, tmp_path):
     model, optimizer = stepped()
     path = tmp_path / "cpu.pt"
-    fc_model.save_checkpoint(path, model, optimizer)
-    checkpoint = fc_model.load_checkpoint(path)  # tensors on the CPU
+    checkpoint_io.save_checkpoint(path, model, optimizer)
+    checkpoint = checkpoint_io.load_checkpoint(path)  # tensors on the CPU
     target = fc_model.Network(**checkpoint["architecture"]).to("meta")
     target_optimizer = optim.Adam(target.parameters(), lr=0.01)
 
-    fc_model.restore(checkpoint, target, target_optimizer, path=path)
+    checkpoint_io.restore(checkpoint, target, target_optimizer, path=path)
 
     assert_all_on(target, META)
     assert state_devices(target_optimizer) == {META}
@@ -137,11 +138,11 @@ def files(tmp_path):
     model, optimizer = stepped()
     paths = {"general": tmp_path / "general.pt", "classic": tmp_path / "classic.pth",
              "state_dict": tmp_path / "state_dict.pth", "safetensors": tmp_path / "model.safetensors"}
-    fc_model.save_checkpoint(paths["general"], model, optimizer)
+    checkpoint_io.save_checkpoint(paths["general"], model, optimizer)
     torch.save({**{k: v for k, v in model.architecture.items()}, "state_dict": model.state_dict()},
                paths["classic"])
     torch.save(model.state_dict(), paths["state_dict"])
-    fc_model.save_safetensors(paths["safetensors"], model)
+    checkpoint_io.save_safetensors(paths["safetensors"], model)
     return paths
 
 
@@ -153,11 +154,11 @@ def test_load_network_puts_the_model_where_map_location_says(files, kind):
 
 
 def test_load_checkpoint_puts_the_tensors_where_map_location_says(files):
-    checkpoint = fc_model.load_checkpoint(files["general"], map_location="meta")
+    checkpoint = checkpoint_io.load_checkpoint(files["general"], map_location="meta")
     assert {t.device for t in checkpoint["model_state_dict"].values()} == {META}
 
 
-@pytest.mark.parametrize("loader", [fc_model.load_checkpoint, fc_model.load_network])
+@pytest.mark.parametrize("loader", [checkpoint_io.load_checkpoint, fc_model.load_network])
 def test_a_device_this_machine_lacks_is_named_not_blamed_on_the_file(files, loader):
     missing = next((kind for kind in ("cuda", "mps") if kind not in devices.available_devices()),
                    None)

@@ -138,6 +138,29 @@ def test_command_line(tmp_path, gz_copy, capsys):
     assert "does not exist" in capsys.readouterr().err
 
 
+def test_fashion_mnist_loaders_give_lesson_1s_batches(data_dir):
+    from conftest import TRANSFORM
+
+    trainset = datasets.FashionMNIST(data_dir, train=True, transform=TRANSFORM)
+    torch.manual_seed(3)
+    expected = next(iter(torch.utils.data.DataLoader(trainset, batch_size=64, shuffle=True)))
+    torch.manual_seed(3)
+    trainloader, testloader = helper.fashion_mnist_loaders(data_dir)
+    images, labels = next(iter(trainloader))
+    assert torch.equal(images, expected[0]) and torch.equal(labels, expected[1])
+    assert (len(trainloader.dataset), len(testloader.dataset)) == (60000, 10000)
+    first_test = next(iter(testloader))[1]
+    assert torch.equal(first_test, datasets.FashionMNIST(data_dir, train=False).targets[:64])
+
+
+@pytest.mark.parametrize("train_size", [0, 60001, 2.5, True])
+def test_fashion_mnist_loaders_check_train_size(data_dir, train_size):
+    with pytest.raises(ValueError, match="train_size must be an integer from 1 to 60000"):
+        helper.fashion_mnist_loaders(data_dir, train_size=train_size)
+    trainloader, _ = helper.fashion_mnist_loaders(data_dir, train_size=100)
+    assert len(trainloader.dataset) == 100
+
+
 # --------------------------------------------------------------------------- plots
 
 def test_imshow_undoes_the_normalisation_in_grey(fashion_slices):

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 from torchvision import datasets
 
+import checkpoint_io
 import fc_model
 from conftest import REPO, TRANSFORM
 
@@ -65,16 +66,6 @@ def test_strip_comments_keeps_code_and_hash_in_strings():
     assert build_notebooks.strip_comments(source) == 'x = "#1"\ny = 2'
 
 
-def test_comment_translation_changes_comments_only():
-    source = 'x = "# not a comment"  # set x\n# done'
-    translated = build_notebooks.translate_comments(source, {"# set x": "# 设置 x", "# done": "# 完成"})
-    assert translated == 'x = "# not a comment"  # 设置 x\n# 完成'
-    with pytest.raises(ValueError, match="no Chinese translation for the comment '# done'"):
-        build_notebooks.translate_comments(source, {"# set x": "# 设置 x"})
-    with pytest.raises(ValueError, match="does not have"):
-        build_notebooks.translate_comments("x = 1", {"# typo": "# 错字"})
-
-
 def test_notebooks_and_readmes_match_their_sources():
     assert build_notebooks.check() == []
 
@@ -86,10 +77,6 @@ def test_notebook_shape(path):
     first = cells[0].source
     assert '"google.colab" in sys.modules' in first
     assert f"git+{build_notebooks.repository_url()}" in first
-    parameters = [c for c in cells if "parameters" in c.metadata.get("tags", [])]
-    assert len(parameters) == 1
-    names = {t.id for node in ast.parse(parameters[0].source).body for t in node.targets}
-    assert {"epochs", "device", "data_dir", "seed"} <= names
     for cell in cells:
         ast.parse(cell.source)  # pure Python: no ! or % lines
     assert [c.execution_count for c in cells] == list(range(1, len(cells) + 1)), \
@@ -111,7 +98,8 @@ def installed_site(tmp_path_factory):
     subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps",
                     "--no-compile", "--no-build-isolation", "--target", str(site), str(REPO)],
                    check=True)
-    assert {"helper.py", "fc_model.py", "devices.py"} <= {p.name for p in site.iterdir()}
+    modules = {f"{name}.py" for name in build_notebooks.COMPANION_MODULES}
+    assert modules <= {p.name for p in site.iterdir()}
     return site
 
 
@@ -134,21 +122,12 @@ def run_outside_repository(installed_site, tmp_path_factory, data_dir):
     return run
 
 
-# Parameters for a quick run of each lesson, different from the notebooks' defaults
-QUICK = {
-    "01-saving-and-loading-models": {"epochs": 1, "device": "cpu"},
-    "02-checkpoints-and-resuming-training": {"epochs": 3, "stop_after": 2, "train_size": 3200,
-                                             "device": "cpu"},
-    "03-whole-models-safe-loading-and-formats": {"epochs": 2, "device": "cpu"},
-}
+# Each lesson's quick-run parameters, from its source
+QUICK = {lesson.name: lesson.quick_run for lesson in build_notebooks.all_lessons()}
 
 
 def quick_parameters(path, data_dir):
-    return dict(QUICK[path.stem], data_dir=data_dir)
-
-
-def test_every_lesson_has_quick_parameters():
-    assert {p.stem for p in ALL} == set(QUICK)
+    return dict(QUICK[path.stem], device="cpu", data_dir=data_dir)
 
 
 @pytest.mark.parametrize("path", ALL, ids=lambda p: f"{p.parent.name}/{p.stem}")
@@ -234,10 +213,10 @@ def test_lesson_2_leaves_resumable_checkpoints(run_outside_repository, data_dir)
 
     text = "".join(o.get("text", "") for c in code_cells(nb) for o in c.outputs)
     assert "bit-identical weights: True" in text and "same history: True" in text
-    latest = fc_model.load_checkpoint(folder / "checkpoints" / "latest.pt")
+    latest = checkpoint_io.load_checkpoint(folder / "checkpoints" / "latest.pt")
     steps_per_epoch = -(-parameters["train_size"] // 64)
     assert (latest["epoch"], latest["step"]) == (3, 3 * steps_per_epoch)
-    best = fc_model.load_checkpoint(folder / "checkpoints" / "best.pt")
+    best = checkpoint_io.load_checkpoint(folder / "checkpoints" / "best.pt")
     assert best["best_accuracy"] == max(r["test_accuracy"] for r in latest["history"])
 
 
@@ -261,10 +240,10 @@ def test_lesson_3_files_are_real_and_the_payload_never_ran(run_outside_repositor
     text = "".join(o.get("text", "") for c in code_cells(nb) for o in c.outputs)
     assert "marker file exists: False" in text
     assert "fc_model imported by the child process: False" in text
-    network = fc_model.load_safetensors(saved / "model.safetensors")
+    network = fc_model.load_network(saved / "model.safetensors")
     testset = datasets.FashionMNIST(data_dir, train=False, transform=TRANSFORM)
     _, accuracy = fc_model.validation(network, torch.utils.data.DataLoader(testset, batch_size=1000),
                                       nn.NLLLoss())
     assert accuracy > 0.75  # the trained network, not an untrained one
-    with pytest.raises(fc_model.CheckpointError, match="found io.open"):
-        fc_model.load_checkpoint(saved / "evil_checkpoint.pth")
+    with pytest.raises(checkpoint_io.CheckpointError, match="found io.open"):
+        checkpoint_io.load_checkpoint(saved / "evil_checkpoint.pth")

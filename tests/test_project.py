@@ -30,39 +30,33 @@ def test_both_readmes_give_the_same_commands():
     assert readme_commands("README.md")[:3] == readme_commands("README.zh-CN.md")[:3]
 
 
-def requirements():
-    lines = (REPO / "requirements.txt").read_text().splitlines()
-    return {Requirement(line).name: Requirement(line)
-            for line in lines if line.strip() and not line.startswith("#")}
+def test_requirements_come_from_pyproject_only():
+    lines = [line for line in (REPO / "requirements.txt").read_text().splitlines()
+             if line.strip() and not line.startswith("#")]
+    groups = read_pyproject()["project"]["optional-dependencies"]
+    assert lines == [f"-e .[{','.join(groups)}]"]
+    names = {Requirement(d).name for group in groups.values() for d in group}
+    names |= {Requirement(d).name for d in read_pyproject()["project"]["dependencies"]}
+    assert "helper" not in names  # PyPI's unrelated 'helper' package must never come in
 
 
-def test_environment_yml_agrees_with_requirements_and_pyproject():
+def test_environment_yml_installs_requirements_txt():
     env = yaml.safe_load((REPO / "environment.yml").read_text())
     assert env["channels"] == ["conda-forge"]
     conda = [d for d in env["dependencies"] if isinstance(d, str)]
     pip_section = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
-    assert "-r requirements.txt" in pip_section
+    assert pip_section == ["-r requirements.txt"]
+    assert set(conda) == {"pip", next(d for d in conda if d.startswith("python="))}
     python = next(d for d in conda if d.startswith("python="))
-    project = read_pyproject()["project"]
-    assert SpecifierSet(project["requires-python"]).contains(python.split("=")[1] + ".0")
-    # any package conda installs itself must be one requirements.txt also names
-    names = {re.split(r"[=<>!\s]", d)[0] for d in conda} - {"python", "pip"}
-    assert names <= set(requirements())
+    assert SpecifierSet(read_pyproject()["project"]["requires-python"]).contains(
+        python.split("=")[1] + ".0")
 
 
-def test_package_dependencies_are_in_requirements():
-    dependencies = [Requirement(d) for d in read_pyproject()["project"]["dependencies"]]
-    reqs = requirements()
-    for dependency in dependencies:
-        assert dependency.name in reqs
-        assert str(dependency.specifier) == str(reqs[dependency.name].specifier), dependency.name
-    assert "helper" not in reqs  # PyPI's unrelated 'helper' package must never come in
-
-
-def test_installed_torch_is_allowed_by_requirements():
+def test_installed_torch_is_allowed_by_the_package():
     import torch
     import torchvision
-    reqs = requirements()
+    dependencies = {Requirement(d).name: Requirement(d)
+                    for d in read_pyproject()["project"]["dependencies"]}
     for module in (torch, torchvision):
         version = module.__version__.split("+")[0]
-        assert reqs[module.__name__].specifier.contains(version), module.__name__
+        assert dependencies[module.__name__].specifier.contains(version), module.__name__

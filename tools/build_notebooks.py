@@ -1,14 +1,21 @@
 """Build the bilingual notebooks from their sources in ``lessons/``.
 
-Each lesson is one Python file in ``lessons/`` that lists its cells once,
-with the English and Chinese prose side by side and the code written once
-(with a translation of each of its comments for the Chinese notebook). This
-script writes ``notebooks/en/NAME.ipynb`` and ``notebooks/zh-CN/NAME.ipynb``,
-executes them so the committed outputs come from a real run, and refreshes
-the Colab badge tables of both READMEs.
+Each lesson is one file, ``lessons/NN-name.py``, in jupytext's "percent"
+format: plain Python that editors and linters read, cut into cells by
+``# %%`` lines. Every prose cell is written twice, an English cell
+(``# %% [markdown] lang="en"``) followed by its Chinese twin
+(``lang="zh-CN"``); code is written once, and each of its comments is
+followed by a comment line ``# zh-CN: ...`` that translates it. The header
+holds the lesson's title, one-line summary and quick-run parameters.
 
-    python tools/build_notebooks.py                 # build and execute every lesson
-    python tools/build_notebooks.py 01-saving-and-loading-models
+This script checks every lesson against the rules below (``RULES``), writes
+``notebooks/en/NAME.ipynb`` and ``notebooks/zh-CN/NAME.ipynb``, executes
+them so the committed outputs come from a real run, and regenerates what
+repeats: the Colab cell, the "next lesson" links and the lesson tables of
+both READMEs.
+
+    python tools/build_notebooks.py                 # check, build and execute every lesson
+    python tools/build_notebooks.py 01              # one lesson, by number or name
     python tools/build_notebooks.py --check         # are notebooks and READMEs in sync?
 
 The repository address (for the Colab cells and badges) is read from
@@ -16,14 +23,16 @@ The repository address (for the Colab cells and badges) is read from
 """
 
 import argparse
+import ast
+import importlib.util
 import io
 import re
-import runpy
 import sys
 import tokenize
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
+import jupytext
 import nbformat
 
 try:
@@ -36,49 +45,202 @@ LESSONS = REPO / "lessons"
 NOTEBOOKS = REPO / "notebooks"
 LANGUAGES = ("en", "zh-CN")
 READMES = {"en": REPO / "README.md", "zh-CN": REPO / "README.zh-CN.md"}
-BADGES_START, BADGES_END = "<!-- colab-badges:start -->", "<!-- colab-badges:end -->"
+LESSONS_START, LESSONS_END = "<!-- lessons:start -->", "<!-- lessons:end -->"
 COLAB_BADGE = "https://colab.research.google.com/assets/colab-badge.svg"
 # Kernels run on this machine only; their start-up warnings (such as "running over
 # TCP without encryption") are noise in a report. Errors still show.
 KERNEL_ARGUMENTS = ["--IPKernelApp.log_level=ERROR"]
 
+TRANSLATION = "# zh-CN:"
+COMPANION_MODULES = ("helper", "fc_model", "checkpoint_io", "devices")
+
+# What every lesson must have; ``lesson_problems`` checks each of these.
+RULES = """\
+- its file name is NN-words.py, and its title starts with its number ("1. ") in both languages;
+- its header gives a title, a one-line summary (in both languages) and quick_run parameters;
+- every prose cell is an English cell followed by its Chinese twin;
+- every comment in its code is followed by a "# zh-CN:" line that translates it;
+- exactly one code cell is tagged "parameters"; it assigns plain values, at least to
+  epochs, device, data_dir and seed, and quick_run only names those parameters;
+- the first code cell after it checks them early: it calls devices.get_device,
+  fc_model.check_positive_int and helper.prepare_fashion_mnist."""
+REQUIRED_PARAMETERS = ("epochs", "device", "data_dir", "seed")
+EARLY_CHECKS = ("devices.get_device", "fc_model.check_positive_int", "helper.prepare_fashion_mnist")
+
+NEXT_LESSON = {"en": "**Next:** [{title}]({name}.ipynb): {summary}",
+               "zh-CN": "**下一课：**[{title}]({name}.ipynb)：{summary}"}
+README_HEADERS = {"en": "| Lesson | English | 中文 |", "zh-CN": "| 课程 | English | 中文 |"}
+
+
+class LessonError(ValueError):
+    """A lesson source that breaks the rules; the message lists every problem."""
+
 
 @dataclass
-class Markdown:
-    """A prose cell, written in both languages."""
-    en: str
-    zh: str
+class Lesson:
+    """One lesson source, read by jupytext: its name, header fields and cells (both languages)."""
+    path: Path
+    title: dict
+    summary: dict
+    quick_run: dict
+    cells: list
+
+    @property
+    def name(self):
+        return self.path.stem
+
+    @property
+    def number(self):
+        return int(self.name[:2])
 
 
-@dataclass
-class Code:
-    """A code cell, written once. ``zh_comments`` maps each of its comments to Chinese."""
-    en: str
-    zh_comments: dict = field(default_factory=dict)
-    tags: tuple = field(default_factory=tuple)
+# --------------------------------------------------------------------------- code cells
 
-    def source(self, language):
-        if language == "en":
-            return self.en
-        return translate_comments(self.en, self.zh_comments)
+def localize_code(source, language):
+    """The code of a cell for ``language``: each comment in English, or replaced by the
+    ``# zh-CN:`` line that follows it, and the ``# zh-CN:`` lines removed.
 
-
-def translate_comments(source, translations):
-    """``source`` with every comment replaced by its translation; the code stays byte for byte."""
+    Raises ``LessonError`` for a comment without a translation, or a translation
+    that follows no comment.
+    """
     lines = source.splitlines(keepends=True)
     comments = [t for t in tokenize.generate_tokens(io.StringIO(source).readline)
                 if t.type == tokenize.COMMENT]
-    unused = set(translations) - {t.string for t in comments}
-    if unused:
-        raise ValueError(f"translations for comments that the code does not have: {sorted(unused)}")
-    for token in reversed(comments):
-        if token.string not in translations:
-            raise ValueError(f"no Chinese translation for the comment {token.string!r}")
+    replacements, drop, pending = {}, set(), None
+    for token in comments:
         row, column = token.start
-        line = lines[row - 1]
-        lines[row - 1] = line[:column] + translations[token.string] + line[column + len(token.string):]
-    return "".join(lines)
+        if token.string.startswith(TRANSLATION):
+            if pending is None:
+                raise LessonError(f"the translation {token.string!r} follows no English comment")
+            if lines[row - 1][:column].strip():
+                raise LessonError(f"the translation {token.string!r} must be on a line of its own")
+            replacements[pending.start] = (pending.string,
+                                           "# " + token.string[len(TRANSLATION):].strip())
+            drop.add(row)
+            pending = None
+        else:
+            if pending is not None:
+                raise LessonError(f"no Chinese translation for the comment {pending.string!r}")
+            pending = token
+    if pending is not None:
+        raise LessonError(f"no Chinese translation for the comment {pending.string!r}")
+    if language != "en":
+        for (row, column), (english, chinese) in sorted(replacements.items(), reverse=True):
+            line = lines[row - 1]
+            lines[row - 1] = line[:column] + chinese + line[column + len(english):]
+    kept = [line for number, line in enumerate(lines, start=1) if number not in drop]
+    return "".join(kept).rstrip("\n")
 
+
+def strip_comments(source):
+    """The code of a cell without comments and blank lines, for comparing languages."""
+    tokens = [t for t in tokenize.generate_tokens(io.StringIO(source).readline)
+              if t.type != tokenize.COMMENT]
+    code = tokenize.untokenize(tokens)
+    return "\n".join(line.rstrip() for line in code.splitlines() if line.strip())
+
+
+def parameters(lesson):
+    """The parameters cell's names and default values, in order."""
+    cell = next(c for c in lesson.cells if "parameters" in c.metadata.get("tags", []))
+    return {target.id: ast.literal_eval(node.value)
+            for node in ast.parse(cell.source).body for target in node.targets}
+
+
+# --------------------------------------------------------------------------- the rules
+
+def _called_names(source):
+    """Dotted names of the functions a piece of code calls, such as 'helper.prepare_fashion_mnist'."""
+    names = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) \
+                and isinstance(node.func.value, ast.Name):
+            names.add(f"{node.func.value.id}.{node.func.attr}")
+    return names
+
+
+def lesson_problems(lesson):
+    """Every way ``lesson`` breaks ``RULES`` (an empty list when it follows them)."""
+    problems = []
+    if not re.fullmatch(r"\d\d-[a-z0-9]+(-[a-z0-9]+)*", lesson.name):
+        problems.append(f"the file name {lesson.name}.py is not NN-words.py")
+        return problems
+    for language in LANGUAGES:
+        title, summary = lesson.title.get(language), lesson.summary.get(language)
+        if not title or not title.startswith(f"{lesson.number}. "):
+            problems.append(f"the {language} title {title!r} must start with '{lesson.number}. '")
+        if not summary or "\n" in summary.strip():
+            problems.append(f"the {language} summary must be one line, got {summary!r}")
+    if not isinstance(lesson.quick_run, dict) or not lesson.quick_run:
+        problems.append("the header needs quick_run parameters for the tests' quick runs")
+
+    cells = lesson.cells
+    for index, cell in enumerate(cells):
+        if cell.cell_type != "markdown":
+            continue
+        language = cell.metadata.get("lang")
+        previous = cells[index - 1].metadata.get("lang") if index else None
+        following = cells[index + 1].metadata.get("lang") if index + 1 < len(cells) else None
+        if language not in LANGUAGES:
+            problems.append(f"prose cell {index} needs lang=\"en\" or lang=\"zh-CN\"")
+        elif language == "en" and following != "zh-CN":
+            problems.append(f"prose cell {index} ({cell.source[:40]!r}) has no Chinese twin after it")
+        elif language == "zh-CN" and previous != "en":
+            problems.append(f"prose cell {index} ({cell.source[:40]!r}) has no English cell before it")
+    if not cells or cells[0].cell_type != "markdown":
+        problems.append("the lesson must start with its title, in a prose cell")
+
+    code = [cell for cell in cells if cell.cell_type == "code"]
+    for cell in code:
+        try:
+            localize_code(cell.source, "zh-CN")
+        except LessonError as err:
+            problems.append(str(err))
+    tagged = [i for i, cell in enumerate(code) if "parameters" in cell.metadata.get("tags", [])]
+    if len(tagged) != 1:
+        problems.append(f"{len(tagged)} code cells are tagged 'parameters'; exactly one must be")
+        return problems
+    try:
+        names = parameters(lesson)
+    except (ValueError, AttributeError, SyntaxError):
+        problems.append("the parameters cell must only assign plain values, one per line")
+        return problems
+    missing = [name for name in REQUIRED_PARAMETERS if name not in names]
+    if missing:
+        problems.append(f"the parameters cell lacks {missing}")
+    if isinstance(lesson.quick_run, dict) and set(lesson.quick_run) - set(names):
+        problems.append(f"quick_run names unknown parameters {sorted(set(lesson.quick_run) - set(names))}")
+    after = code[tagged[0] + 1].source if tagged[0] + 1 < len(code) else ""
+    unchecked = [name for name in EARLY_CHECKS if name not in _called_names(after)]
+    if unchecked:
+        problems.append(f"the cell after the parameters does not call {unchecked}")
+    return problems
+
+
+def load_lesson(path):
+    """Read a lesson source and check it; ``LessonError`` lists every rule it breaks."""
+    path = Path(path)
+    notebook = jupytext.read(path, fmt="py:percent")
+    header = notebook.metadata.get("lesson", {})
+    lesson = Lesson(path=path, title=header.get("title", {}), summary=header.get("summary", {}),
+                    quick_run=header.get("quick_run", {}), cells=notebook.cells)
+    problems = lesson_problems(lesson)
+    if problems:
+        raise LessonError(f"{path.relative_to(REPO) if path.is_relative_to(REPO) else path} "
+                          "breaks the lesson rules:\n- " + "\n- ".join(problems)
+                          + f"\nThe rules (tools/build_notebooks.py):\n{RULES}")
+    return lesson
+
+
+def lesson_paths():
+    return sorted(LESSONS.glob("[0-9][0-9]-*.py"))
+
+
+def all_lessons():
+    return [load_lesson(path) for path in lesson_paths()]
+
+
+# --------------------------------------------------------------------------- notebooks
 
 def read_pyproject():
     """The parsed ``pyproject.toml``."""
@@ -91,11 +253,11 @@ def repository_url():
     return read_pyproject()["project"]["urls"]["Repository"]
 
 
-def colab_cell():
+def colab_cell(language):
     """The first code cell of every notebook: installs the companion modules on Colab only."""
-    comment = "# On Google Colab only: install the companion modules helper, fc_model and devices."
-    code = (
-        f"{comment}\n"
+    source = (
+        "# On Google Colab only: install the companion modules of these lessons.\n"
+        "# zh-CN: 仅在 Google Colab 上运行：安装本课程的配套模块。\n"
         "import sys\n"
         "\n"
         "if \"google.colab\" in sys.modules:\n"
@@ -104,45 +266,42 @@ def colab_cell():
         "    subprocess.run([sys.executable, \"-m\", \"pip\", \"install\", \"--quiet\",\n"
         f"                    \"git+{repository_url()}\"], check=True)"
     )
-    return Code(en=code, zh_comments={comment: "# 仅在 Google Colab 上运行：安装配套模块 helper、fc_model 和 devices。"})
+    return nbformat.v4.new_code_cell(localize_code(source, language))
 
 
-def strip_comments(source):
-    """The code of a cell without comments and blank lines, for comparing languages."""
-    tokens = [t for t in tokenize.generate_tokens(io.StringIO(source).readline)
-              if t.type != tokenize.COMMENT]
-    code = tokenize.untokenize(tokens)
-    return "\n".join(line.rstrip() for line in code.splitlines() if line.strip())
-
-
-def load_lesson(path):
-    """Read a lesson source: its NAME, TITLE (per language) and CELLS."""
-    lesson = runpy.run_path(str(path), init_globals={"Markdown": Markdown, "Code": Code})
-    cells = [lesson["CELLS"][0], colab_cell(), *lesson["CELLS"][1:]]
-    return lesson["NAME"], lesson["TITLE"], cells
-
-
-def lesson_paths():
-    return sorted(LESSONS.glob("[0-9][0-9]-*.py"))
-
-
-def make_notebook(cells, language):
-    """An unexecuted notebook in ``language``."""
+def make_notebook(lesson, language, next_lesson=None):
+    """The unexecuted notebook of ``lesson`` in ``language``."""
     nb = nbformat.v4.new_notebook()
     nb.metadata = {
         "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
         "language_info": {"name": "python"},
     }
-    for index, cell in enumerate(cells):
-        if isinstance(cell, Markdown):
-            new = nbformat.v4.new_markdown_cell(cell.en if language == "en" else cell.zh)
+    for cell in lesson.cells:
+        if cell.cell_type == "markdown":
+            if cell.metadata["lang"] == language:
+                nb.cells.append(nbformat.v4.new_markdown_cell(cell.source))
         else:
-            new = nbformat.v4.new_code_cell(cell.source(language))
-            if cell.tags:
-                new.metadata["tags"] = list(cell.tags)
-        new.id = f"cell-{index}"
-        nb.cells.append(new)
+            new = nbformat.v4.new_code_cell(localize_code(cell.source, language))
+            if cell.metadata.get("tags"):
+                new.metadata["tags"] = list(cell.metadata["tags"])
+            nb.cells.append(new)
+        if len(nb.cells) == 1:  # right after the title
+            nb.cells.append(colab_cell(language))
+    if next_lesson is not None:
+        nb.cells.append(nbformat.v4.new_markdown_cell(NEXT_LESSON[language].format(
+            title=next_lesson.title[language], name=next_lesson.name,
+            summary=next_lesson.summary[language])))
+    for index, cell in enumerate(nb.cells):
+        cell.id = f"cell-{index}"
     return nb
+
+
+def notebooks(lessons):
+    """``(lesson, language, unexecuted notebook)`` for every lesson and language."""
+    for index, lesson in enumerate(lessons):
+        following = lessons[index + 1] if index + 1 < len(lessons) else None
+        for language in LANGUAGES:
+            yield lesson, language, make_notebook(lesson, language, following)
 
 
 def execute(nb, folder):
@@ -161,79 +320,113 @@ def cell_signature(nb):
     return [(c.cell_type, c.source, c.metadata.get("tags", [])) for c in nb.cells]
 
 
-def badge_table(language):
-    """The README table with one Colab badge per notebook and language."""
+# --------------------------------------------------------------------------- READMEs
+
+def lessons_block(lessons, language):
+    """The README's list of lessons, with a Colab badge per notebook and language."""
     owner_repo = repository_url().removeprefix("https://github.com/").rstrip("/")
-    header = ("| Lesson | English | 中文 |" if language == "en" else "| 课程 | English | 中文 |")
-    rows = [header, "|---|---|---|"]
-    for path in lesson_paths():
-        name, title, _ = load_lesson(path)
+    items = [f"{lesson.number}. **{lesson.title[language].split('. ', 1)[1]}** — "
+             f"{lesson.summary[language]}" for lesson in lessons]
+    rows = [README_HEADERS[language], "|---|---|---|"]
+    for lesson in lessons:
         links = [
             f"[![Open In Colab]({COLAB_BADGE})](https://colab.research.google.com/github/"
-            f"{owner_repo}/blob/main/notebooks/{lang}/{name}.ipynb)"
+            f"{owner_repo}/blob/main/notebooks/{lang}/{lesson.name}.ipynb)"
             for lang in LANGUAGES
         ]
-        rows.append(f"| [{title[language]}](notebooks/{language}/{name}.ipynb) | "
+        rows.append(f"| [{lesson.title[language]}](notebooks/{language}/{lesson.name}.ipynb) | "
                     + " | ".join(links) + " |")
-    return "\n".join(rows)
+    return "\n".join(items) + "\n\n" + "\n".join(rows)
 
 
-def readme_with_badges(language):
+def readme_with_lessons(language, lessons):
     text = READMES[language].read_text(encoding="utf-8")
-    pattern = re.compile(re.escape(BADGES_START) + ".*?" + re.escape(BADGES_END), re.S)
+    pattern = re.compile(re.escape(LESSONS_START) + ".*?" + re.escape(LESSONS_END), re.S)
     if not pattern.search(text):
-        raise ValueError(f"{READMES[language].name} lacks the {BADGES_START} ... {BADGES_END} block")
-    block = f"{BADGES_START}\n{badge_table(language)}\n{BADGES_END}"
+        raise ValueError(f"{READMES[language].name} lacks the {LESSONS_START} ... {LESSONS_END} block")
+    block = f"{LESSONS_START}\n{lessons_block(lessons, language)}\n{LESSONS_END}"
     return pattern.sub(lambda _: block, text)
 
+
+# --------------------------------------------------------------------------- commands
 
 def check():
     """Problems that make notebooks or READMEs differ from their sources (empty: in sync)."""
     problems = []
-    for path in lesson_paths():
-        name, _, cells = load_lesson(path)
-        for language in LANGUAGES:
-            target = NOTEBOOKS / language / f"{name}.ipynb"
-            if not target.exists():
-                problems.append(f"{target.relative_to(REPO)} is missing")
-                continue
-            committed = nbformat.read(target, as_version=4)
-            if cell_signature(committed) != cell_signature(make_notebook(cells, language)):
-                problems.append(f"{target.relative_to(REPO)} differs from {path.relative_to(REPO)}")
-            elif any(c.cell_type == "code" and c.execution_count is None for c in committed.cells):
-                problems.append(f"{target.relative_to(REPO)} has cells that were never executed")
+    lessons = all_lessons()
+    for lesson, language, expected in notebooks(lessons):
+        target = NOTEBOOKS / language / f"{lesson.name}.ipynb"
+        if not target.exists():
+            problems.append(f"{target.relative_to(REPO)} is missing")
+            continue
+        committed = nbformat.read(target, as_version=4)
+        if cell_signature(committed) != cell_signature(expected):
+            problems.append(f"{target.relative_to(REPO)} differs from {lesson.path.relative_to(REPO)}")
+        elif any(c.cell_type == "code" and c.execution_count is None for c in committed.cells):
+            problems.append(f"{target.relative_to(REPO)} has cells that were never executed")
+    expected_names = {f"{lesson.name}.ipynb" for lesson in lessons}
+    for language in LANGUAGES:
+        for stray in sorted({p.name for p in (NOTEBOOKS / language).glob("*.ipynb")} - expected_names):
+            problems.append(f"notebooks/{language}/{stray} has no source in lessons/")
     for language, readme in READMES.items():
-        if readme.read_text(encoding="utf-8") != readme_with_badges(language):
-            problems.append(f"{readme.name}: the Colab badge table is out of date")
+        if readme.read_text(encoding="utf-8") != readme_with_lessons(language, lessons):
+            problems.append(f"{readme.name}: the lesson list is out of date")
     return problems
 
 
-def build(names=()):
-    for path in lesson_paths():
-        name, _, cells = load_lesson(path)
-        if names and name not in names:
+def modules_outside_the_repository():
+    """Companion modules that Python would import from somewhere other than this checkout."""
+    found = {name: importlib.util.find_spec(name) for name in COMPANION_MODULES}
+    return [f"{name} from {spec.origin if spec else 'nowhere'}" for name, spec in found.items()
+            if spec is None or not Path(spec.origin).resolve().is_relative_to(REPO)]
+
+
+def select(lessons, wanted):
+    """The lessons named in ``wanted`` by number ("1", "01") or name; all when it is empty."""
+    if not wanted:
+        return lessons
+    chosen = [lesson for lesson in lessons
+              if any(w in (lesson.name, lesson.name[:2], str(lesson.number)) for w in wanted)]
+    if len(chosen) != len(set(wanted)):
+        raise SystemExit(f"unknown lesson in {wanted}; the lessons are "
+                         f"{', '.join(lesson.name for lesson in lessons)}")
+    return chosen
+
+
+def build(wanted=()):
+    stale = modules_outside_the_repository()
+    if stale:
+        raise SystemExit(
+            f"the notebooks would import {', '.join(stale)}, not this checkout's files: "
+            "install the companion modules in editable mode with `pip install -e .`")
+    lessons = all_lessons()
+    chosen = {lesson.name for lesson in select(lessons, wanted)}
+    for lesson, language, nb in notebooks(lessons):
+        if lesson.name not in chosen:
             continue
-        for language in LANGUAGES:
-            folder = NOTEBOOKS / language
-            folder.mkdir(parents=True, exist_ok=True)
-            print(f"executing {language}/{name}.ipynb ...", flush=True)
-            nb = execute(make_notebook(cells, language), folder)
-            nbformat.write(nb, folder / f"{name}.ipynb")
+        folder = NOTEBOOKS / language
+        folder.mkdir(parents=True, exist_ok=True)
+        print(f"executing {language}/{lesson.name}.ipynb ...", flush=True)
+        nbformat.write(execute(nb, folder), folder / f"{lesson.name}.ipynb")
     for language, readme in READMES.items():
-        readme.write_text(readme_with_badges(language), encoding="utf-8")
+        readme.write_text(readme_with_lessons(language, lessons), encoding="utf-8")
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("names", nargs="*", help="lesson names to build (default: all)")
+    parser.add_argument("lessons", nargs="*", help="lesson numbers or names (default: all)")
     parser.add_argument("--check", action="store_true",
                         help="only report whether notebooks and READMEs match their sources")
     args = parser.parse_args()
-    if args.check:
-        problems = check()
-        print("\n".join(problems) or "notebooks and READMEs are in sync with lessons/")
-        return 1 if problems else 0
-    build(args.names)
+    try:
+        if args.check:
+            problems = check()
+            print("\n".join(problems) or "notebooks and READMEs are in sync with lessons/")
+            return 1 if problems else 0
+        build(args.lessons)
+    except LessonError as err:
+        print(err, file=sys.stderr)
+        return 1
     return 0
 
 

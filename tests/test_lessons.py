@@ -1,0 +1,121 @@
+"""The lesson sources: the rules every lesson follows, the translation of comments, and lint."""
+
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO
+
+sys.path.insert(0, str(REPO / "tools"))
+import build_notebooks  # noqa: E402
+from build_notebooks import LessonError, load_lesson, localize_code  # noqa: E402
+
+LESSON_1 = REPO / "lessons" / "01-saving-and-loading-models.py"
+
+
+# --------------------------------------------------------------------------- comments
+
+def test_a_translation_line_replaces_its_comment_in_chinese_and_vanishes_in_english():
+    source = ('x = "# not a comment"  # set x\n'
+              '                       # zh-CN: 设置 x\n'
+              '# done\n'
+              '# zh-CN: 完成')
+    assert localize_code(source, "en") == 'x = "# not a comment"  # set x\n# done'
+    assert localize_code(source, "zh-CN") == 'x = "# not a comment"  # 设置 x\n# 完成'
+
+
+@pytest.mark.parametrize("source, message", [
+    ("x = 1  # set x", "no Chinese translation for the comment '# set x'"),
+    ("# one\n# two\n# zh-CN: 二", "no Chinese translation for the comment '# one'"),
+    ("# zh-CN: 孤立", "follows no English comment"),
+    ("# one\nx = 1  # zh-CN: 一", "must be on a line of its own"),
+])
+def test_a_missing_or_stray_translation_is_refused(source, message):
+    with pytest.raises(LessonError, match=message):
+        localize_code(source, "zh-CN")
+
+
+def test_strip_comments_keeps_code_and_hash_in_strings():
+    source = 'x = "#1"  # a comment\n# 注释\n\ny = 2'
+    assert build_notebooks.strip_comments(source) == 'x = "#1"\ny = 2'
+
+
+# --------------------------------------------------------------------------- rules
+
+def test_every_lesson_follows_the_rules():
+    lessons = build_notebooks.all_lessons()
+    assert [lesson.number for lesson in lessons] == list(range(1, len(lessons) + 1))
+
+
+def broken_copy(tmp_path, old, new, name=LESSON_1.name):
+    """Lesson 1's source with ``old`` replaced by ``new``, saved as ``name``."""
+    text = LESSON_1.read_text(encoding="utf-8")
+    assert old in text, old
+    path = tmp_path / name
+    path.write_text(text.replace(old, new, 1), encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize("old, new, problem", [
+    ("#       en: 1. Saving and loading models", "#       en: Saving and loading models",
+     "the en title 'Saving and loading models' must start with '1. '"),
+    ("#     quick_run:\n#       epochs: 1\n", "", "quick_run parameters"),
+    ('# %% [markdown] lang="zh-CN"\n# ## 导入模块', '# %% [markdown] lang="en"\n# ## 导入模块',
+     "has no Chinese twin after it"),
+    ("                                       # zh-CN: 固定初始权重、数据顺序和 dropout\n", "",
+     "no Chinese translation for the comment '# fixes the initial weights"),
+    ('seed = 7 ', 'random_seed = 7 ', "the parameters cell lacks ['seed']"),
+    ('# %% tags=["parameters"]', '# %%', "0 code cells are tagged 'parameters'"),
+    ("device = devices.get_device(device)\n", "",
+     "the cell after the parameters does not call ['devices.get_device']"),
+    ('epochs = 2 ', 'epochs = int("2") ', "must only assign plain values"),
+])
+def test_a_lesson_that_breaks_a_rule_is_refused_with_the_reason(tmp_path, old, new, problem):
+    path = broken_copy(tmp_path, old, new)
+    with pytest.raises(LessonError) as info:
+        load_lesson(path)
+    assert problem in str(info.value)
+    assert "The rules (tools/build_notebooks.py)" in str(info.value)
+
+
+def test_quick_run_may_only_name_parameters(tmp_path):
+    path = broken_copy(tmp_path, "#       epochs: 1\n", "#       epochs: 1\n#       epoch: 1\n")
+    with pytest.raises(LessonError, match=r"quick_run names unknown parameters \['epoch'\]"):
+        load_lesson(path)
+
+
+def test_a_file_name_without_a_number_is_refused(tmp_path):
+    path = tmp_path / "saving.py"
+    shutil.copy(LESSON_1, path)
+    with pytest.raises(LessonError, match="is not NN-words.py"):
+        load_lesson(path)
+
+
+def test_the_notebooks_link_each_lesson_to_the_next():
+    lessons = build_notebooks.all_lessons()
+    notebooks = {(lesson.name, language): nb
+                 for lesson, language, nb in build_notebooks.notebooks(lessons)}
+    for lesson, following in zip(lessons, lessons[1:]):
+        for language in build_notebooks.LANGUAGES:
+            last = notebooks[lesson.name, language].cells[-1]
+            assert f"]({following.name}.ipynb)" in last.source
+            assert following.title[language] in last.source
+    assert "Next" not in notebooks[lessons[-1].name, "en"].cells[-1].source
+
+
+def test_lessons_can_be_chosen_by_number_or_name():
+    lessons = build_notebooks.all_lessons()
+    assert build_notebooks.select(lessons, ["1"]) == lessons[:1]
+    assert build_notebooks.select(lessons, ["02", lessons[2].name]) == lessons[1:3]
+    with pytest.raises(SystemExit, match="unknown lesson in \\['9'\\]; the lessons are 01-"):
+        build_notebooks.select(lessons, ["9"])
+
+
+# --------------------------------------------------------------------------- lint
+
+def test_ruff_finds_nothing_in_the_lessons_modules_tools_and_tests():
+    result = subprocess.run([sys.executable, "-m", "ruff", "check", "--no-cache", str(REPO)],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
