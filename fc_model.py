@@ -147,6 +147,30 @@ def load_network(path, map_location="cpu"):
 
 # --------------------------------------------------------------------------- training
 
+def _is_count(value):
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _is_number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _is_history(value):
+    return isinstance(value, list) and all(isinstance(record, dict) for record in value)
+
+
+def _is_rng_state(value):
+    try:
+        checkpoint_io.check_rng_state(value)
+    except CheckpointError:
+        return False
+    return True
+
+
+def _optional(check):
+    return lambda value: value is None or check(value)
+
+
 @dataclass
 class TrainingState:
     """Where a run of ``train`` stands: what a checkpoint must hold, besides the model,
@@ -163,15 +187,17 @@ class TrainingState:
         epoch_start_rng: the generator states when the epoch under way began,
             so that a run resumed mid-epoch shuffles the same way (None at an
             epoch boundary).
+
+    Each field's ``check`` says which values a checkpoint may hold for it.
     """
-    epoch: int = 0
-    batch: int = 0
-    step: int = 0
-    loss: float | None = None
-    running_loss: float = 0.0
-    best_accuracy: float | None = None
-    history: list = field(default_factory=list)
-    epoch_start_rng: dict | None = None
+    epoch: int = field(default=0, metadata={"check": _is_count})
+    batch: int = field(default=0, metadata={"check": _is_count})
+    step: int = field(default=0, metadata={"check": _is_count})
+    loss: float | None = field(default=None, metadata={"check": _optional(_is_number)})
+    running_loss: float = field(default=0.0, metadata={"check": _is_number})
+    best_accuracy: float | None = field(default=None, metadata={"check": _optional(_is_number)})
+    history: list = field(default_factory=list, metadata={"check": _is_history})
+    epoch_start_rng: dict | None = field(default=None, metadata={"check": _optional(_is_rng_state)})
 
     def to_checkpoint(self):
         """The state as plain values, to pass to ``checkpoint_io.save_checkpoint``."""
@@ -179,22 +205,29 @@ class TrainingState:
 
     @classmethod
     def from_checkpoint(cls, checkpoint, path="the checkpoint"):
-        """The state saved in a checkpoint; ``CheckpointError`` if it has none."""
+        """The state saved in a checkpoint; ``CheckpointError`` if it has none or a broken one."""
         missing = [f.name for f in fields(cls) if f.name not in checkpoint]
         if missing:
             raise CheckpointError(
                 f"{path} holds no training state ({', '.join(missing)} missing), so training "
                 "cannot resume from it: it was not written by fc_model.train")
-        return cls(**{f.name: checkpoint[f.name] for f in fields(cls)})
+        wrong = [f.name for f in fields(cls) if not f.metadata["check"](checkpoint[f.name])]
+        if wrong:
+            raise CheckpointError(f"{path} holds an unusable training state: {', '.join(wrong)} "
+                                  "hold values train never writes")
+        state = cls(**{f.name: checkpoint[f.name] for f in fields(cls)})
+        if state.batch and state.epoch_start_rng is None:
+            raise CheckpointError(f"{path} stopped in the middle of an epoch but lacks the "
+                                  "generator state of the epoch's start (epoch_start_rng)")
+        return state
 
 
-def _resume(checkpoint_path, model, optimizer, device):
-    """The training state and the generator states saved in ``checkpoint_path``,
-    after restoring the model and the optimizer from it."""
-    checkpoint = checkpoint_io.load_checkpoint(checkpoint_path, map_location=device)
-    state = TrainingState.from_checkpoint(checkpoint, checkpoint_path)
-    checkpoint_io.restore(checkpoint, model, optimizer, path=checkpoint_path)
-    return state, checkpoint["rng"]
+def _check_resumable(state, trainloader, path):
+    """Raise ``CheckpointError`` if ``state`` stopped past the end of ``trainloader``'s epoch."""
+    if state.batch and hasattr(trainloader, "__len__") and state.batch >= len(trainloader):
+        raise CheckpointError(
+            f"{path} stopped after batch {state.batch} of an epoch, but the training data has "
+            f"{len(trainloader)} batches: resume with the data the run was started with")
 
 
 def _epoch_batches(trainloader, state, resumed_rng):
@@ -282,7 +315,11 @@ def train(model, trainloader, testloader, criterion, optimizer, epochs=5,
 
     state, resumed_rng = TrainingState(), None
     if resume and Path(checkpoint_path).exists():
-        state, resumed_rng = _resume(checkpoint_path, model, optimizer, device)
+        checkpoint = checkpoint_io.load_checkpoint(checkpoint_path, map_location=device)
+        state = TrainingState.from_checkpoint(checkpoint, checkpoint_path)
+        _check_resumable(state, trainloader, checkpoint_path)
+        checkpoint_io.restore(checkpoint, model, optimizer, path=checkpoint_path)
+        resumed_rng = checkpoint["rng"]
 
     def save(path):
         checkpoint_io.save_checkpoint(path, model, optimizer, **state.to_checkpoint())

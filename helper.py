@@ -10,9 +10,9 @@ step by step, so the later lessons get them with one call.
 import argparse
 import gzip
 import os
-import shutil
 import struct
 import sys
+import zlib
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -62,6 +62,8 @@ def check_idx_file(path, expected, name=None):
     """
     path = Path(path)
     name = name or path
+    if not path.is_file():  # a folder, a FIFO or a device would block or fail when read
+        raise FashionMNISTError(f"{name} is not a regular file")
     magic, *dims = expected
     header_size = 4 * (1 + len(dims))
     with open(path, "rb") as f:
@@ -73,12 +75,18 @@ def check_idx_file(path, expected, name=None):
         raise FashionMNISTError(
             f"{name} is not the expected Fashion-MNIST file: its header says "
             f"magic {found_magic:#x} with sizes {found_dims}, expected {magic:#x} with {dims}")
-    expected_bytes = header_size + int(np.prod(dims))
+    expected_bytes = idx_size(expected)
     actual_bytes = path.stat().st_size
     if actual_bytes != expected_bytes:
         raise FashionMNISTError(
             f"{name} has {actual_bytes} bytes, expected {expected_bytes}: "
             "the file is truncated or damaged")
+
+
+def idx_size(expected):
+    """The exact size in bytes of the IDX file described by ``expected`` (header and data)."""
+    magic, *dims = expected
+    return 4 * (1 + len(dims)) + int(np.prod(dims))
 
 
 def fashion_mnist_is_ready(root=DEFAULT_DATA_DIR):
@@ -96,24 +104,67 @@ def _find_source_file(source, name):
     for candidate in (source / f"{name}.gz", source / name):
         if candidate.is_file():
             return candidate
+        if candidate.exists():
+            raise FashionMNISTError(f"{candidate} is not a regular file: replace it with the "
+                                    "original file")
     raise FashionMNISTError(
         f"{source} has no {name}.gz (nor {name}): a Fashion-MNIST copy needs the four "
         f"files {', '.join(n + '.gz' for n in IDX_FILES)}")
 
 
+class _SourceError(Exception):
+    """Reading the source file failed (as opposed to writing the target)."""
+
+
+def _copy_at_most(source, target, limit, chunk=1 << 20):
+    """Copy from the open file ``source`` to ``target`` until its end or ``limit`` bytes,
+    whichever comes first; return the number of bytes copied. A read failure (a damaged
+    compressed stream, say) raises ``_SourceError``."""
+    copied = 0
+    while copied < limit:
+        try:
+            data = source.read(min(chunk, limit - copied))
+        except (OSError, EOFError, zlib.error) as err:
+            raise _SourceError(err) from None
+        if not data:
+            break
+        target.write(data)
+        copied += len(data)
+    return copied
+
+
+def _cannot_write(folder, err):
+    return FashionMNISTError(
+        f"cannot write the data into {folder} ({err.strerror or err}): choose a data folder you "
+        "can write to (the notebooks' data_dir, or --root for python -m helper)")
+
+
 def _install_idx_file(source_file, target, expected):
-    """Decompress (if needed) and check one file, then move it into place atomically."""
+    """Decompress (if needed) and check one file, then move it into place atomically.
+
+    Never more than the expected size is written, so a small compressed file
+    that would inflate to gigabytes is stopped at once.
+    """
     opener = gzip.open if source_file.suffix == ".gz" else open
+    size = idx_size(expected)
     try:
-        with atomic_write(target) as out, opener(source_file, "rb") as src:
-            shutil.copyfileobj(src, out)
+        src = opener(source_file, "rb")
+    except OSError as err:
+        raise FashionMNISTError(f"{source_file} cannot be read ({err.strerror or err})") from None
+    try:
+        with src, atomic_write(target) as out:
+            copied = _copy_at_most(src, out, size + 1)
+            if copied > size:
+                raise FashionMNISTError(f"it holds more than the {size} bytes of the original")
             out.flush()
             check_idx_file(out.name, expected, name=source_file.name)
-    except (OSError, EOFError, FashionMNISTError) as err:
+    except (_SourceError, FashionMNISTError) as err:
         raise FashionMNISTError(
             f"{source_file} is not a usable Fashion-MNIST file ({err}). "
             "Copy it again from the original source, or remove it and let torchvision download it."
         ) from None
+    except OSError as err:  # creating, writing or renaming the target
+        raise _cannot_write(target.parent, err) from None
 
 
 def install_fashion_mnist(source, root=DEFAULT_DATA_DIR):
@@ -129,7 +180,10 @@ def install_fashion_mnist(source, root=DEFAULT_DATA_DIR):
         raise FashionMNISTError(f"the Fashion-MNIST source folder {source} does not exist")
     found = {name: _find_source_file(source, name) for name in IDX_FILES}
     raw = fashion_mnist_raw_dir(root)
-    raw.mkdir(parents=True, exist_ok=True)
+    try:
+        raw.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise _cannot_write(raw, err) from None
     for name, expected in IDX_FILES.items():
         _install_idx_file(found[name], raw / name, expected)
     return raw

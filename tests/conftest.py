@@ -6,6 +6,7 @@ from pathlib import Path
 import matplotlib
 import pytest
 import torch
+from hypothesis import HealthCheck, settings
 from torchvision import datasets, transforms
 
 matplotlib.use("Agg")
@@ -31,3 +32,13 @@ def fashion_slices(data_dir):
     test = datasets.FashionMNIST(data_dir, train=False, download=False, transform=TRANSFORM)
     return (torch.utils.data.Subset(train, range(3000)),
             torch.utils.data.Subset(test, range(1000)))
+
+
+# Hypothesis: a fixed, quick budget in the normal test run; the "fuzz" profile for a
+# long campaign (python -m pytest tests/test_fuzz.py --hypothesis-profile=fuzz).
+# No example database: nothing is written into the repository.
+settings.register_profile("default", max_examples=40, deadline=None, database=None,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("fuzz", max_examples=3000, deadline=None, database=None,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("default")

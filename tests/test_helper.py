@@ -55,12 +55,20 @@ def _damage(path, how):
     elif how == "short content":
         raw = gzip.decompress(data)
         path.write_bytes(gzip.compress(raw[:-100], compresslevel=1))
+    elif how == "corrupt deflate stream":  # the gzip header is intact
+        middle = len(data) // 2
+        path.write_bytes(data[:middle] + bytes(b ^ 0x5A for b in data[middle:middle + 64])
+                         + data[middle + 64:])
+    elif how == "inflates far beyond the original":
+        path.write_bytes(gzip.compress(bytes(300_000_000), compresslevel=1))
 
 
 @pytest.mark.parametrize("how, reason", [
     ("truncated", "ended before"),
     ("random bytes", "(?i)not a gzipped file"),
     ("short content", "truncated or damaged"),
+    ("corrupt deflate stream", "is not a usable Fashion-MNIST file"),
+    ("inflates far beyond the original", "holds more than the 47040016 bytes of the original"),
 ])
 def test_damaged_source_is_rejected_and_good_data_is_kept(tmp_path, gz_copy, how, reason):
     root = tmp_path / "data"
@@ -214,3 +222,51 @@ def test_plot_history_draws_what_train_returned():
     assert list(fig.axes[1].lines[0].get_ydata()) == [0.51, 0.52, 0.53]
     with pytest.raises(ValueError, match="empty"):
         helper.plot_history([])
+
+
+def test_a_folder_that_cannot_be_written_is_named_not_the_source(tmp_path):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the data folder should go")
+    with pytest.raises(helper.FashionMNISTError, match="cannot write the data into .*not-a-folder"):
+        helper.install_fashion_mnist(DEBIAN, blocker / "data")
+
+
+def test_a_target_folder_refusing_new_files_is_named(tmp_path, monkeypatch):
+    import tempfile
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(tempfile, "mkstemp", refuse)
+    with pytest.raises(helper.FashionMNISTError, match="cannot write the data into .*raw .*Permission denied"):
+        helper.install_fashion_mnist(DEBIAN, tmp_path / "data")
+
+
+@pytest.fixture
+def alarm():
+    """Fail, instead of hanging for ever, if the test blocks for more than 10 seconds."""
+    import signal
+
+    def timeout(signum, frame):
+        raise TimeoutError("blocked for more than 10 seconds")
+
+    previous = signal.signal(signal.SIGALRM, timeout)
+    signal.alarm(10)
+    yield
+    signal.alarm(0)
+    signal.signal(signal.SIGALRM, previous)
+
+
+def test_a_fifo_in_place_of_a_data_file_neither_hangs_nor_counts_as_data(tmp_path, gz_copy, alarm):
+    root = tmp_path / "data"
+    raw = helper.install_fashion_mnist(DEBIAN, root)
+    (raw / "t10k-labels-idx1-ubyte").unlink()
+    os.mkfifo(raw / "t10k-labels-idx1-ubyte")
+    assert not helper.fashion_mnist_is_ready(root)
+    helper.install_fashion_mnist(DEBIAN, root)  # replaces the FIFO with the real file
+    assert helper.fashion_mnist_is_ready(root)
+
+    (gz_copy / "t10k-labels-idx1-ubyte.gz").unlink()
+    os.mkfifo(gz_copy / "t10k-labels-idx1-ubyte.gz")
+    with pytest.raises(helper.FashionMNISTError, match="t10k-labels-idx1-ubyte.gz is not a regular file"):
+        helper.install_fashion_mnist(gz_copy, tmp_path / "other")
