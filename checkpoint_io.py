@@ -221,7 +221,8 @@ def _safetensors_load(path, map_location):
 
 # --------------------------------------------------------------------------- checking
 
-def _is_count(value, minimum=0):
+def is_count(value, minimum=0):
+    """True for an integer (not a bool) of at least ``minimum``."""
     return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
 
 
@@ -240,10 +241,10 @@ def check_architecture(architecture, path="the checkpoint"):
             problems.append(f"{key} is missing")
     sizes = {key: architecture[key] for key in ("input_size", "output_size") if key in architecture}
     problems += [f"{key} should be a positive integer, got {_quote(value)}"
-                 for key, value in sizes.items() if not _is_count(value, 1)]
+                 for key, value in sizes.items() if not is_count(value, 1)]
     hidden = architecture.get("hidden_layers", [])
     if not isinstance(hidden, (list, tuple)) or not hidden \
-            or not all(_is_count(size, 1) for size in hidden):
+            or not all(is_count(size, 1) for size in hidden):
         problems.append(f"hidden_layers should be a non-empty list of positive integers, "
                         f"got {_quote(hidden)}")
     drop_p = architecture.get("drop_p", CLASSIC_DROP_P)

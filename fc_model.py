@@ -75,7 +75,7 @@ def check_positive_int(**values):
     parameter, for example ``epochs must be a positive integer, got 0``.
     """
     for name, value in values.items():
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        if not checkpoint_io.is_count(value, 1):
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
 
 
@@ -135,21 +135,13 @@ def load_network(path, map_location="cpu"):
     there, so the model and everything in it end up on ``map_location``.
     """
     device = check_device(map_location)
-    checkpoint = checkpoint_io.load_checkpoint(path, device)
-    try:
-        model = Network(**checkpoint["architecture"])
-    except (TypeError, ValueError) as err:
-        raise CheckpointError(f"{path} has an unusable architecture: {err}") from None
-    model.to(device)
+    checkpoint = checkpoint_io.load_checkpoint(path, device)  # architecture and shapes checked
+    model = Network(**checkpoint["architecture"]).to(device)
     checkpoint_io.restore(checkpoint, model, path=path)
     return model.eval()
 
 
 # --------------------------------------------------------------------------- training
-
-def _is_count(value):
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
-
 
 def _is_number(value):
     return isinstance(value, (int, float)) and not isinstance(value, bool)
@@ -190,9 +182,9 @@ class TrainingState:
 
     Each field's ``check`` says which values a checkpoint may hold for it.
     """
-    epoch: int = field(default=0, metadata={"check": _is_count})
-    batch: int = field(default=0, metadata={"check": _is_count})
-    step: int = field(default=0, metadata={"check": _is_count})
+    epoch: int = field(default=0, metadata={"check": checkpoint_io.is_count})
+    batch: int = field(default=0, metadata={"check": checkpoint_io.is_count})
+    step: int = field(default=0, metadata={"check": checkpoint_io.is_count})
     loss: float | None = field(default=None, metadata={"check": _optional(_is_number)})
     running_loss: float = field(default=0.0, metadata={"check": _is_number})
     best_accuracy: float | None = field(default=None, metadata={"check": _optional(_is_number)})

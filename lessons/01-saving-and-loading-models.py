@@ -275,13 +275,13 @@ print({key: value for key, value in checkpoint.items() if key != 'state_dict'})
 # So loading with `map_location='cuda'` into a network built on the CPU leaves the network on the CPU, and the first GPU batch fed to it fails with a device-mismatch error. The function below reads the file (safely) onto `device`, builds a network of the saved architecture, moves it to `device`, copies the weights in, and switches it to evaluation mode with `eval()`, so that dropout is off for predictions.
 
 # %% [markdown] lang="zh-CN"
-# 现在检查点包含了重建训练好的模型所需的全部信息。加载它的函数必须把模型放到将要进行计算的设备上，而张量放在哪里，由三件互不相干的事情决定：
+# 现在检查点包含了重建训练好的模型所需的全部信息。加载它的函数必须把模型放到将要进行计算的设备上，而张量放在哪里，分别由三件事决定：
 #
 # - `map_location` 决定*从文件加载出来的*张量放到哪里；
 # - `load_state_dict` 把这些张量复制到模型的参数中，*参数原来在哪里就留在哪里*：它从不移动模型；
 # - 模型放在 `model.to(device)` 指定的地方。新建的 `fc_model.Network` 位于 CPU 上。
 #
-# 因此，用 `map_location='cuda'` 加载、再载入到在 CPU 上构建的网络中，网络仍然留在 CPU 上，一旦给它输入 GPU 上的批次，就会因设备不一致而报错。下面的函数把文件（安全地）读到 `device` 上，按保存的架构构建网络，把网络移到 `device`，复制权重，再用 `eval()` 把网络切换到评估模式，这样做预测时 dropout 就不会起作用。
+# 因此，即使用 `map_location='cuda'` 读取文件，把权重载入在 CPU 上构建的网络之后，网络仍然留在 CPU 上；给它输入第一个 GPU 上的批次时，就会因设备不一致而报错。下面的函数把文件（安全地）读到 `device` 上，按保存的架构构建网络，把网络移到 `device`，复制权重，再用 `eval()` 把网络切换到评估模式，这样做预测时 dropout 就不会起作用。
 
 # %%
 def load_checkpoint(filepath, device='cpu'):

@@ -191,7 +191,7 @@ print(type(whole_model).__name__, "loaded; same predictions as the trained model
 # The error message of `torch.load` suggests a second way: `torch.serialization.add_safe_globals`. It allows the same classes, but for the whole Python process and from then on, not only inside a `with` block. That suits a script that loads many files of one known kind; in a notebook or a library it also widens what *every other* `torch.load` accepts, so prefer the scoped `safe_globals` there. PyTorch keeps a list of allowed globals of its own (`get_safe_globals()`); we save it first and put it back afterwards:
 
 # %% [markdown] lang="zh-CN"
-# `torch.load` 的错误信息还提到了第二种办法：`torch.serialization.add_safe_globals`。它放行的是同样的类，但作用于整个 Python 进程，而且从此一直有效，而不只是在一个 `with` 块内。对于只加载同一类已知文件的脚本，这很合适；但在 notebook 或库中，它也会放宽*其他所有* `torch.load` 调用能接受的内容，所以在那些场合更应该使用作用范围有限的 `safe_globals`。PyTorch 自己也维护着一份放行清单（`get_safe_globals()`）；我们先把它保存下来，用完后再恢复：
+# `torch.load` 的错误信息还提到了第二种办法：`torch.serialization.add_safe_globals`。它放行的是同样的类，但作用于整个 Python 进程，而且从此一直有效，而不只是在一个 `with` 块内。对于要加载许多同一类已知文件的脚本，这很合适；但在 notebook 或库中，它也会放宽*其他所有* `torch.load` 调用能接受的内容，所以在那些场合更应该使用作用范围有限的 `safe_globals`。PyTorch 自己也维护着一份放行清单（`get_safe_globals()`）；我们先把它保存下来，用完后再恢复：
 
 # %%
 allowed_before = torch.serialization.get_safe_globals()
@@ -221,9 +221,9 @@ print("Network allowed everywhere:", fc_model.Network in torch.serialization.get
 # %% [markdown] lang="zh-CN"
 # ## 为什么这很重要：会执行代码的文件
 #
-# 反序列化不只是读取数据：pickle 可以通过对象的 `__reduce__` 方法，让加载程序用它指定的参数*调用一个函数*。攻击者可以发布一个"检查点"，只要有人用完整的反序列化器加载它，就会删除文件或安装恶意软件。
+# 反序列化不只是读取数据：pickle 可以通过对象的 `__reduce__` 方法，让加载程序用它指定的参数*调用一个函数*。攻击者可以发布一个“检查点”，只要有人用完整的反序列化器加载它，就会删除文件或安装恶意软件。
 #
-# 下面我们植入一个无害的载荷：一个在反序列化时会打开（从而创建）标记文件的对象。保存文件时它不会执行。然后我们用安全的方式加载这个文件，即 `torch.load(..., weights_only=True)` 和 `checkpoint_io.load_checkpoint`：两者都拒绝加载，标记文件也始终没有出现。本 notebook 自始至终没有执行这个载荷。
+# 下面我们植入一个无害的载荷：一个在反序列化时会打开（从而创建）标记文件的对象。保存文件时它不会执行。然后我们用两种安全的方式加载这个文件：`torch.load(..., weights_only=True)` 和 `checkpoint_io.load_checkpoint`。两者都拒绝加载，标记文件也始终没有出现。本 notebook 自始至终没有执行这个载荷。
 
 # %%
 marker = model_dir / 'payload_ran.txt'
@@ -413,6 +413,6 @@ print("the exported program predicts the same classes for all", len(example), "i
 # %% [markdown] lang="zh-CN"
 # ## 小结
 #
-# - `torch.save(model)` 保存的是类的引用而不是代码：代码一移动文件就会失效，而且 `torch.load` 默认拒绝加载它。如果必须加载，用 `torch.serialization.safe_globals`（或者作用于整个进程的 `add_safe_globals`）只放行它需要的已知类。
+# - `torch.save(model)` 保存的是类的引用而不是代码：代码一移动，文件就会失效，而且 `torch.load` 默认拒绝加载它。如果必须加载，用 `torch.serialization.safe_globals`（或者作用于整个进程的 `add_safe_globals`）只放行它需要的已知类。
 # - 反序列化可以执行任意代码。对于不是你自己生成的文件，绝不要使用 `weights_only=False`；可以用 `get_unsafe_globals_in_checkpoint` 检查可疑文件。
 # - 用 safetensors 分享权重，并把架构写入元数据；训练检查点用 `torch.save` 保存字典；部署不附带源代码的模型时用 `torch.export`（加载 `.pt2` 文件仍然需要 PyTorch）。

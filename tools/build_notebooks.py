@@ -70,6 +70,7 @@ EARLY_CHECKS = ("devices.get_device", "fc_model.check_positive_int", "helper.pre
 NEXT_LESSON = {"en": "**Next:** [{title}]({name}.ipynb): {summary}",
                "zh-CN": "**下一课：**[{title}]({name}.ipynb)：{summary}"}
 README_HEADERS = {"en": "| Lesson | English | 中文 |", "zh-CN": "| 课程 | English | 中文 |"}
+README_DASHES = {"en": " — ", "zh-CN": " —— "}
 
 
 class LessonError(ValueError):
@@ -325,8 +326,8 @@ def cell_signature(nb):
 def lessons_block(lessons, language):
     """The README's list of lessons, with a Colab badge per notebook and language."""
     owner_repo = repository_url().removeprefix("https://github.com/").rstrip("/")
-    items = [f"{lesson.number}. **{lesson.title[language].split('. ', 1)[1]}** — "
-             f"{lesson.summary[language]}" for lesson in lessons]
+    items = [f"{lesson.number}. **{lesson.title[language].split('. ', 1)[1]}**"
+             f"{README_DASHES[language]}{lesson.summary[language]}" for lesson in lessons]
     rows = [README_HEADERS[language], "|---|---|---|"]
     for lesson in lessons:
         links = [
