@@ -57,6 +57,8 @@
 
 # %%
 import copy
+import itertools
+import time
 
 import torch
 from torch import nn, optim
@@ -102,12 +104,12 @@ print(f"Training for {epochs} epoch(s) on {device}")
 # %% [markdown] lang="en"
 # ## Load the data
 #
-# This is the usual torchvision code. `ToTensor` turns each image into a tensor of values in [0, 1], and `Normalize((0.5,), (0.5,))` maps them to [-1, 1]. Since the files are already in `data_dir`, `download=True` downloads nothing. The later lessons get exactly these two loaders from one call, `helper.fashion_mnist_loaders(data_dir)`.
+# This is the usual torchvision code. `ToTensor` turns each image into a tensor of values in [0, 1], and `Normalize((0.5,), (0.5,))` maps them to [-1, 1]. Since the files are already in `data_dir`, `download=True` downloads nothing.
 
 # %% [markdown] lang="zh-CN"
 # ## 加载数据
 #
-# 这是常见的 torchvision 写法。`ToTensor` 把每张图像转成取值在 [0, 1] 的张量，`Normalize((0.5,), (0.5,))` 再把它们映射到 [-1, 1]。由于文件已经在 `data_dir` 中，`download=True` 不会再下载任何东西。后面几课只需调用一次 `helper.fashion_mnist_loaders(data_dir)`，就能得到完全相同的这两个数据加载器。
+# 这是常见的 torchvision 写法。`ToTensor` 把每张图像转成取值在 [0, 1] 的张量，`Normalize((0.5,), (0.5,))` 再把它们映射到 [-1, 1]。由于文件已经在 `data_dir` 中，`download=True` 不会再下载任何东西。
 
 # %%
 # Define a transform to normalize the data
@@ -138,6 +140,46 @@ images, labels = next(iter(trainloader))
 ax = helper.imshow(images[0], title=helper.FASHION_MNIST_CLASSES[labels[0]])
 
 # %% [markdown] lang="en"
+# ### The same batches, transformed once
+#
+# These loaders run `ToTensor` and `Normalize` again on every image at every epoch, one image at a time: on a CPU that costs more than the training itself. `helper.fashion_mnist_loaders(data_dir)` transforms all the images once, into two tensors, and then yields the very same batches in the same order, because it draws its random numbers exactly as `DataLoader(shuffle=True)` does. We check that on the first batch of an epoch, started from the same random state. `torch.random.fork_rng()` puts PyTorch's random state back afterwards, so the check changes nothing in the rest of the notebook.
+
+# %% [markdown] lang="zh-CN"
+# ### 同样的批次，只变换一次
+#
+# 上面的数据加载器在每一轮都要对每张图像重新执行 `ToTensor` 和 `Normalize`，而且一次只处理一张：在 CPU 上，这比训练本身还要费时。`helper.fashion_mnist_loaders(data_dir)` 一次性把所有图像变换成两个张量，之后按同样的顺序给出完全相同的批次，因为它抽取随机数的方式与 `DataLoader(shuffle=True)` 完全一样。我们从同一个随机状态出发，用一轮的第一个批次来验证这一点。`torch.random.fork_rng()` 会在结束后恢复 PyTorch 的随机状态，所以这次检查不会改变本 notebook 后面的任何结果。
+
+# %%
+fast_trainloader, fast_testloader = helper.fashion_mnist_loaders(data_dir)
+
+def first_batch(loader, seed):
+    torch.manual_seed(seed)
+    return next(iter(loader))
+
+with torch.random.fork_rng():
+    classic_images, classic_labels = first_batch(trainloader, seed=1)
+    fast_images, fast_labels = first_batch(fast_trainloader, seed=1)
+print("the same images:", torch.equal(classic_images, fast_images))
+print("the same labels:", torch.equal(classic_labels, fast_labels))
+
+# %% [markdown] lang="en"
+# Timing the first 200 batches of an epoch through each loader, and scaling that to the whole epoch, shows what the transforms cost (the figures depend on your machine):
+
+# %% [markdown] lang="zh-CN"
+# 用两个数据加载器分别读取一轮中的前 200 个批次并计时，再换算成整轮的用时，就能看出这些变换的开销（具体数字取决于你的机器）：
+
+# %% tags=["nbval-ignore-output"]
+def seconds_per_epoch(loader, batches=200):
+    start = time.perf_counter()
+    for _batch in itertools.islice(loader, batches):
+        pass
+    return (time.perf_counter() - start) * len(loader) / batches
+
+with torch.random.fork_rng():
+    print(f"one epoch: {seconds_per_epoch(trainloader):.2f} s transforming every image, "
+          f"{seconds_per_epoch(fast_trainloader):.2f} s transformed once")
+
+# %% [markdown] lang="en"
 # ## Train a network
 #
 # The model architecture and the training loop live in `fc_model`, so this notebook can focus on saving and loading. `fc_model.Network(784, 10, [512, 256, 128])` is a fully-connected network with 784 inputs (28×28 pixels), 10 outputs (the classes) and three hidden layers with dropout. `fc_model.train` prints the training loss and the loss and accuracy on the whole test set every 40 steps, and returns that history.
@@ -155,7 +197,7 @@ criterion = nn.NLLLoss()
 optimizer = optim.Adam(model.parameters(), lr=0.001)
 
 # %% tags=["nbval-ignore-output"]
-history = fc_model.train(model, trainloader, testloader, criterion, optimizer,
+history = fc_model.train(model, fast_trainloader, fast_testloader, criterion, optimizer,
                          epochs=epochs, device=device)
 
 # %%
@@ -317,13 +359,13 @@ print(loaded_model)
 # %% tags=["nbval-ignore-output"]
 assert devices.model_device(loaded_model) == devices.model_device(model)
 model.eval()
-test_images, test_labels = next(iter(testloader))
+test_images, test_labels = next(iter(fast_testloader))
 test_images = test_images.to(device)
 with torch.no_grad():
     assert torch.equal(model(test_images), loaded_model(test_images))
 
-_, trained_accuracy = fc_model.validation(model, testloader, criterion)
-_, loaded_accuracy = fc_model.validation(loaded_model, testloader, criterion)
+_, trained_accuracy = fc_model.validation(model, fast_testloader, criterion)
+_, loaded_accuracy = fc_model.validation(loaded_model, fast_testloader, criterion)
 assert loaded_accuracy == trained_accuracy
 print(f"Test accuracy of the trained model:  {trained_accuracy:.4f}")
 print(f"Test accuracy of the reloaded model: {loaded_accuracy:.4f}")

@@ -86,7 +86,8 @@ seed = 7                               # fixes the initial weights, the data ord
 fc_model.check_positive_int(epochs=epochs, stop_after=stop_after, train_size=train_size)
 if stop_after >= epochs:
     raise ValueError(f"stop_after ({stop_after}) must be less than epochs ({epochs}), "
-                     "so that some training is left to resume")
+                     "so that some training is left to resume: this lesson needs at least "
+                     "2 epochs (for a quicker run, lower train_size instead)")
 if train_size > 60000:
     raise ValueError(f"train_size can be at most 60000 (the training set), got {train_size}")
 device = devices.get_device(device)
@@ -99,12 +100,12 @@ print(f"{epochs} epochs on {device}, interrupted after {stop_after}; "
 # %% [markdown] lang="en"
 # ## The data
 #
-# The same Fashion-MNIST loaders as in lesson 1, from `helper.fashion_mnist_loaders`, here on the first `train_size` training images.
+# The fast Fashion-MNIST loaders of lesson 1, from `helper.fashion_mnist_loaders` (the same batches as torchvision's loaders, with every image transformed once), here on the first `train_size` training images.
 
 # %% [markdown] lang="zh-CN"
 # ## 数据
 #
-# 与第 1 课相同的 Fashion-MNIST 数据加载器，由 `helper.fashion_mnist_loaders` 创建，这里只使用前 `train_size` 张训练图像。
+# 使用第 1 课中的快速 Fashion-MNIST 数据加载器，由 `helper.fashion_mnist_loaders` 创建（批次与 torchvision 的数据加载器完全相同，但每张图像只变换一次），这里只使用前 `train_size` 张训练图像。
 
 # %%
 trainloader, testloader = helper.fashion_mnist_loaders(data_dir, train_size=train_size)

@@ -49,7 +49,6 @@
 # ## 导入模块和参数
 
 # %%
-import io
 import json
 import pickle
 import subprocess
@@ -216,24 +215,24 @@ print("Network allowed everywhere:", fc_model.Network in torch.serialization.get
 #
 # Unpickling is not just reading data: a pickle can tell the loader to *call a function* with arguments of its choice, through an object's `__reduce__` method. An attacker can publish a "checkpoint" that deletes files or installs malware the moment someone loads it with the full unpickler.
 #
-# Below we plant a harmless payload: an object whose unpickling would open (and so create) a marker file. Saving the file does not run it. We then load the file the safe ways, with `torch.load(..., weights_only=True)` and with `checkpoint_io.load_checkpoint`: both refuse it, and the marker never appears. The notebook never runs the payload.
+# Below we plant a harmless payload: an object whose unpickling would run a line of Python through `exec`, here one that creates a marker file. Saving the file does not run it. We then load the file the safe ways, with `torch.load(..., weights_only=True)` and with `checkpoint_io.load_checkpoint`: both refuse it, and the marker never appears. The notebook never runs the payload.
 
 # %% [markdown] lang="zh-CN"
 # ## 为什么这很重要：会执行代码的文件
 #
 # 反序列化不只是读取数据：pickle 可以通过对象的 `__reduce__` 方法，让加载程序用它指定的参数*调用一个函数*。攻击者可以发布一个“检查点”，只要有人用完整的反序列化器加载它，就会删除文件或安装恶意软件。
 #
-# 下面我们植入一个无害的载荷：一个在反序列化时会打开（从而创建）标记文件的对象。保存文件时它不会执行。然后我们用两种安全的方式加载这个文件：`torch.load(..., weights_only=True)` 和 `checkpoint_io.load_checkpoint`。两者都拒绝加载，标记文件也始终没有出现。本 notebook 自始至终没有执行这个载荷。
+# 下面我们植入一个无害的载荷：一个在反序列化时会通过 `exec` 执行一行 Python 代码的对象，这行代码会创建一个标记文件。保存文件时它不会执行。然后我们用两种安全的方式加载这个文件：`torch.load(..., weights_only=True)` 和 `checkpoint_io.load_checkpoint`。两者都拒绝加载，标记文件也始终没有出现。本 notebook 自始至终没有执行这个载荷。
 
 # %%
 marker = model_dir / 'payload_ran.txt'
 marker.unlink(missing_ok=True)
 
 class Payload:
-    # Unpickling this object would call io.open(marker, 'w'), creating the marker file
-    # zh-CN: 反序列化这个对象会调用 io.open(marker, 'w')，从而创建标记文件
+    # Unpickling this object would call exec(code): any Python code, here creating the marker file
+    # zh-CN: 反序列化这个对象会调用 exec(code)：可以是任意 Python 代码，这里是创建标记文件
     def __reduce__(self):
-        return (io.open, (str(marker), 'w'))
+        return (exec, (f"open({str(marker)!r}, 'w').close()",))
 
 evil_path = model_dir / 'evil_checkpoint.pth'
 torch.save({'state_dict': model.state_dict(), 'extra': Payload()}, evil_path)
@@ -252,10 +251,10 @@ assert not marker.exists(), "the payload ran!"
 print("marker file exists:", marker.exists())
 
 # %% [markdown] lang="en"
-# `get_unsafe_globals_in_checkpoint` reads the file without unpickling it, so it is a safe way to look inside a suspicious file. Had we passed `weights_only=False`, `io.open` would have been called and the marker created; a real attacker would call something far worse. (`weights_only=True` has had bugs of its own, so keep PyTorch up to date, and prefer formats that hold no code.)
+# `get_unsafe_globals_in_checkpoint` reads the file without unpickling it, so it is a safe way to look inside a suspicious file. Had we passed `weights_only=False`, `exec` would have run the code and created the marker; a real attacker's code would do something far worse. (`weights_only=True` has had bugs of its own, so keep PyTorch up to date, and prefer formats that hold no code.)
 
 # %% [markdown] lang="zh-CN"
-# `get_unsafe_globals_in_checkpoint` 读取文件时不会进行反序列化，因此用它检查可疑文件是安全的。如果我们传入了 `weights_only=False`，`io.open` 就会被调用，标记文件也会被创建；真正的攻击者调用的会是危险得多的东西。（`weights_only=True` 本身也出现过漏洞，所以要及时更新 PyTorch，并优先使用不包含代码的格式。）
+# `get_unsafe_globals_in_checkpoint` 读取文件时不会进行反序列化，因此用它检查可疑文件是安全的。如果我们传入了 `weights_only=False`，`exec` 就会执行这段代码并创建标记文件；真正的攻击者执行的代码会危险得多。（`weights_only=True` 本身也出现过漏洞，所以要及时更新 PyTorch，并优先使用不包含代码的格式。）
 
 # %% [markdown] lang="en"
 # ## safetensors: weights with nothing to execute

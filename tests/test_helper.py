@@ -139,6 +139,18 @@ def test_no_download_allowed(tmp_path, offline):
         helper.prepare_fashion_mnist(tmp_path / "data", download=False)
 
 
+def test_an_explicit_source_is_checked_even_when_the_data_is_ready(tmp_path, gz_copy, capsys):
+    root = tmp_path / "data"
+    helper.install_fashion_mnist(gz_copy, root)
+    with gzip.open(gz_copy / "t10k-labels-idx1-ubyte.gz", "rb") as f:
+        good = f.read()
+    with gzip.open(gz_copy / "t10k-labels-idx1-ubyte.gz", "wb") as f:
+        f.write(good[:5000])
+    assert helper.main(["--root", str(root), "--source", str(gz_copy)]) == 1
+    assert "t10k-labels-idx1-ubyte.gz is not a usable Fashion-MNIST file" in capsys.readouterr().err
+    assert helper.fashion_mnist_is_ready(root)  # the good data was kept
+
+
 def test_command_line(tmp_path, gz_copy, capsys):
     assert helper.main(["--root", str(tmp_path / "data"), "--source", str(gz_copy)]) == 0
     assert "ready" in capsys.readouterr().out
@@ -146,19 +158,45 @@ def test_command_line(tmp_path, gz_copy, capsys):
     assert "does not exist" in capsys.readouterr().err
 
 
-def test_fashion_mnist_loaders_give_lesson_1s_batches(data_dir):
+def epochs_of(loader, seed, epochs):
+    """Every batch of ``epochs`` epochs from ``seed``, and the generator state afterwards."""
+    torch.manual_seed(seed)
+    batches = [batch for _ in range(epochs) for batch in loader]
+    return batches, torch.get_rng_state()
+
+
+def assert_same_batches(expected, actual):
+    (expected_batches, expected_rng), (batches, rng) = expected, actual
+    assert len(batches) == len(expected_batches)
+    for (images, labels), (want_images, want_labels) in zip(batches, expected_batches):
+        assert images.dtype == want_images.dtype and labels.dtype == want_labels.dtype
+        assert torch.equal(images, want_images) and torch.equal(labels, want_labels)
+    assert torch.equal(rng, expected_rng), "the loaders used the random generator differently"
+
+
+@pytest.mark.parametrize("train_size, epochs", [(None, 1), (1000, 3)])
+def test_fast_loaders_give_torchvisions_batches_bit_for_bit(data_dir, train_size, epochs):
+    """helper's loaders against lesson 1's: every batch of whole epochs, the same
+    shuffling at every epoch, and the generator left in the same state."""
     from conftest import TRANSFORM
 
     trainset = datasets.FashionMNIST(data_dir, train=True, transform=TRANSFORM)
-    torch.manual_seed(3)
-    expected = next(iter(torch.utils.data.DataLoader(trainset, batch_size=64, shuffle=True)))
-    torch.manual_seed(3)
-    trainloader, testloader = helper.fashion_mnist_loaders(data_dir)
-    images, labels = next(iter(trainloader))
-    assert torch.equal(images, expected[0]) and torch.equal(labels, expected[1])
-    assert (len(trainloader.dataset), len(testloader.dataset)) == (60000, 10000)
-    first_test = next(iter(testloader))[1]
-    assert torch.equal(first_test, datasets.FashionMNIST(data_dir, train=False).targets[:64])
+    testset = datasets.FashionMNIST(data_dir, train=False, transform=TRANSFORM)
+    if train_size is not None:
+        trainset = torch.utils.data.Subset(trainset, range(train_size))
+    trainloader, testloader = helper.fashion_mnist_loaders(data_dir, train_size=train_size)
+
+    classic_train = torch.utils.data.DataLoader(trainset, batch_size=64, shuffle=True)
+    assert_same_batches(epochs_of(classic_train, 3, epochs), epochs_of(trainloader, 3, epochs))
+    classic_test = torch.utils.data.DataLoader(testset, batch_size=64)
+    assert_same_batches(epochs_of(classic_test, 4, 1), epochs_of(testloader, 4, 1))
+
+
+def test_tensor_loader_batches_and_length():
+    images, labels = torch.arange(10.0).reshape(10, 1), torch.arange(10)
+    loader = helper.tensor_loader(images, labels, batch_size=4)
+    assert len(loader) == 3
+    assert [batch[1].tolist() for batch in loader] == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
 
 
 @pytest.mark.parametrize("train_size", [0, 60001, 2.5, True])
@@ -166,7 +204,7 @@ def test_fashion_mnist_loaders_check_train_size(data_dir, train_size):
     with pytest.raises(ValueError, match="train_size must be an integer from 1 to 60000"):
         helper.fashion_mnist_loaders(data_dir, train_size=train_size)
     trainloader, _ = helper.fashion_mnist_loaders(data_dir, train_size=100)
-    assert len(trainloader.dataset) == 100
+    assert len(trainloader.dataset) == 100 and len(trainloader) == 2
 
 
 # --------------------------------------------------------------------------- plots

@@ -113,6 +113,21 @@ def test_lessons_can_be_chosen_by_number_or_name():
         build_notebooks.select(lessons, ["9"])
 
 
+
+def test_the_build_executes_the_notebooks_in_build_not_beside_them(monkeypatch, tmp_path):
+    """The checkpoints a lesson writes while it is built must not land in notebooks/."""
+    executed_in, written_to = [], []
+    monkeypatch.setattr(build_notebooks, "execute", lambda nb, folder: executed_in.append(folder) or nb)
+    monkeypatch.setattr(build_notebooks.nbformat, "write", lambda nb, path: written_to.append(path))
+    monkeypatch.setattr(build_notebooks, "READMES", {language: tmp_path / f"README-{language}.md"
+                                                     for language in build_notebooks.LANGUAGES})
+    for readme in build_notebooks.READMES.values():
+        readme.write_text(f"{build_notebooks.LESSONS_START}\n{build_notebooks.LESSONS_END}\n")
+    build_notebooks.build(["1"])
+    assert len(executed_in) == len(written_to) == len(build_notebooks.LANGUAGES)
+    assert all(folder.is_relative_to(REPO / "build") for folder in executed_in)
+    assert all(path.parent.parent == build_notebooks.NOTEBOOKS for path in written_to)
+
 # --------------------------------------------------------------------------- lint
 
 def test_ruff_finds_nothing_in_the_lessons_modules_tools_and_tests():

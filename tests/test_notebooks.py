@@ -6,8 +6,8 @@ outside the repository, against the companion modules installed by pip.
 """
 
 import ast
+import os
 import re
-import shutil
 import subprocess
 import sys
 
@@ -104,22 +104,30 @@ def installed_site(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def run_outside_repository(installed_site, tmp_path_factory, data_dir):
-    """Run a notebook with papermill from a folder outside the repository, on the installed modules."""
-    cache = {}
+def quick_main_job(installed_site, tmp_path_factory, data_dir):
+    """The main job with --quick, run once from a folder outside the repository on the
+    pip-installed modules: (the finished process, the folder of executed notebooks)."""
+    output = tmp_path_factory.mktemp("main-job")
+    environment = {**os.environ, "PYTHONPATH": str(installed_site)}
+    environment.pop("PYTHONDONTWRITEBYTECODE", None)
+    result = subprocess.run(
+        [sys.executable, str(REPO / "tools" / "run_notebooks.py"), "--quick", "-p", "device", "cpu",
+         "-p", "data_dir", data_dir, "--output", str(output)],
+        capture_output=True, text=True, cwd=output, env=environment)
+    return result, output
 
-    def run(path, parameters):
-        key = (path, tuple(sorted(parameters.items())))
-        if key not in cache:
-            folder = tmp_path_factory.mktemp(f"run-{path.parent.name}-{path.stem}")
-            with pytest.MonkeyPatch.context() as env:
-                env.setenv("PYTHONPATH", str(installed_site))
-                env.delenv("PYTHONDONTWRITEBYTECODE", raising=False)
-                _, _, output = run_notebooks.run_notebook(path, folder, parameters)
-            cache[key] = (folder, read(output))
-        return cache[key]
 
-    return run
+@pytest.fixture(scope="session")
+def quick_run(quick_main_job):
+    """``quick_run(path)``: (the folder it ran in, the executed notebook) from the quick main job."""
+    result, output = quick_main_job
+    assert result.returncode == 0, result.stdout + result.stderr
+
+    def executed(path):
+        folder = output / path.parent.name
+        return folder, read(folder / path.name)
+
+    return executed
 
 
 # Each lesson's quick-run parameters, from its source
@@ -131,9 +139,9 @@ def quick_parameters(path, data_dir):
 
 
 @pytest.mark.parametrize("path", ALL, ids=lambda p: f"{p.parent.name}/{p.stem}")
-def test_parameters_change_the_run(path, run_outside_repository, installed_site, data_dir):
+def test_parameters_change_the_run(path, quick_run, installed_site, data_dir):
     parameters = quick_parameters(path, data_dir)
-    folder, nb = run_outside_repository(path, parameters)
+    folder, nb = quick_run(path)
 
     assert nb.metadata.papermill.parameters == parameters
     injected = [c for c in nb.cells if "injected-parameters" in c.metadata.get("tags", [])]
@@ -149,9 +157,8 @@ def test_parameters_change_the_run(path, run_outside_repository, installed_site,
     assert any(installed_site.joinpath("__pycache__").glob("fc_model.*.pyc"))
 
 
-def test_lesson_1_saves_the_trained_network(run_outside_repository, data_dir):
-    path = REPO / "notebooks" / "en" / "01-saving-and-loading-models.ipynb"
-    folder, nb = run_outside_repository(path, quick_parameters(path, data_dir))
+def test_lesson_1_saves_the_trained_network(quick_run, data_dir):
+    folder, nb = quick_run(REPO / "notebooks" / "en" / "01-saving-and-loading-models.ipynb")
 
     checkpoint = torch.load(folder / "checkpoint.pth", map_location="cpu", weights_only=True)
     architecture = {k: checkpoint[k] for k in ("input_size", "output_size", "hidden_layers", "drop_p")}
@@ -192,24 +199,75 @@ def test_bad_parameters_stop_early_with_a_clear_error(path, parameters, environm
     assert failed and failed[0] < first_training
 
 
-def test_main_job_reports_one_line_per_notebook(tmp_path, data_dir):
-    subset = EN[0].removesuffix(".ipynb")
-    result = subprocess.run(
-        [sys.executable, str(REPO / "tools" / "run_notebooks.py"), subset, "--language", "zh-CN",
-         "--output", str(tmp_path), "-p", "epochs", "1", "-p", "device", "cpu",
-         "-p", "data_dir", data_dir],
-        capture_output=True, text=True, check=True)
+def test_main_job_reports_one_line_per_notebook(quick_main_job):
+    result, _ = quick_main_job
     lines = result.stdout.splitlines()
-    assert re.fullmatch(rf"{subset}\s+zh-CN\s+\d+\.\d\s+0\.\d{{4}}", lines[1]), lines
-    assert lines[-1].startswith("1 notebooks ran, 0 failed")
+    assert len(lines) == len(ALL) + 2, lines
+    for path, line in zip(ALL, lines[1:]):
+        assert re.fullmatch(rf"{path.stem}\s+{path.parent.name}\s+\d+\.\d\s+0\.\d{{4}}", line), line
+    assert lines[-1].startswith(f"{len(ALL)} notebooks ran, 0 failed")
     assert result.stderr == "", "the kernel's own messages must stay out of the report"
-    shutil.rmtree(tmp_path)
 
 
-def test_lesson_2_leaves_resumable_checkpoints(run_outside_repository, data_dir):
+# --------------------------------------------------------------------------- the main job's checks
+
+EN_PATHS = [path for path in ALL if path.parent.name == "en"]
+LESSON_2 = REPO / "notebooks" / "en" / "02-checkpoints-and-resuming-training.ipynb"
+
+
+@pytest.mark.parametrize("name", ["2", "02", LESSON_2.stem, LESSON_2.name, str(LESSON_2)])
+def test_a_notebook_is_named_by_number_file_name_or_path(name):
+    assert run_notebooks.notebook_paths(["en"], [name]) == [LESSON_2]
+
+
+def test_a_path_selects_its_language_only():
+    zh = REPO / "notebooks" / "zh-CN" / LESSON_2.name
+    assert run_notebooks.notebook_paths(names=[str(zh)]) == [zh]
+    assert run_notebooks.notebook_paths(names=["2"]) == [LESSON_2, zh]
+
+
+def test_an_unknown_name_lists_the_notebooks(capsys):
+    with pytest.raises(SystemExit) as info:
+        run_notebooks.main(["4"])
+    assert info.value.code == 2
+    error = capsys.readouterr().err
+    assert "no notebook matches '4'" in error
+    assert all(path.stem in error for path in EN_PATHS)
+
+
+def test_a_misspelt_parameter_is_refused_before_anything_runs(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        run_notebooks.main(["-p", "epoch", "1", "--output", str(tmp_path / "out")])
+    error = capsys.readouterr().err
+    assert "no notebook has a parameter 'epoch'. Did you mean 'epochs'?" in error
+    assert not (tmp_path / "out").exists()
+
+
+def test_each_notebook_gets_the_parameters_it_has(data_dir):
+    given = {"epochs": 4, "train_size": 3200}
+    parameters = run_notebooks.parameters_for(EN_PATHS, given)
+    assert parameters[LESSON_2] == given
+    assert parameters[EN_PATHS[0]] == {"epochs": 4}
+    quick = run_notebooks.parameters_for(EN_PATHS, {"epochs": 5}, quick=True)
+    assert quick[LESSON_2] == {**QUICK[LESSON_2.stem], "epochs": 5}
+
+
+def test_missing_data_stops_the_main_job_at_once(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("FASHION_MNIST_SOURCE", str(tmp_path / "no-copy"))
+    code = run_notebooks.main(["-p", "data_dir", str(tmp_path / "empty"),
+                               "--output", str(tmp_path / "out")])
+    assert code == 2
+    out, error = capsys.readouterr()
+    assert out == ""
+    assert error.count("\n") == 1 and "no notebook was run" in error
+    assert "Fashion-MNIST source folder" in error
+    assert not (tmp_path / "out").exists()
+
+
+def test_lesson_2_leaves_resumable_checkpoints(quick_run, data_dir):
     path = REPO / "notebooks" / "en" / "02-checkpoints-and-resuming-training.ipynb"
     parameters = quick_parameters(path, data_dir)
-    folder, nb = run_outside_repository(path, parameters)
+    folder, nb = quick_run(path)
 
     text = "".join(o.get("text", "") for c in code_cells(nb) for o in c.outputs)
     assert "bit-identical weights: True" in text and "same history: True" in text
@@ -223,6 +281,7 @@ def test_lesson_2_leaves_resumable_checkpoints(run_outside_repository, data_dir)
 @pytest.mark.parametrize("parameters, message", [
     ({"stop_after": 2, "epochs": 2}, "stop_after (2) must be less than epochs (2)"),
     ({"train_size": 70000}, "train_size can be at most 60000"),
+    ({"epochs": 1}, "this lesson needs at least 2 epochs"),
 ])
 def test_lesson_2_bad_parameters(parameters, message, tmp_path):
     path = REPO / "notebooks" / "en" / "02-checkpoints-and-resuming-training.ipynb"
@@ -231,9 +290,8 @@ def test_lesson_2_bad_parameters(parameters, message, tmp_path):
     assert message in info.value.evalue
 
 
-def test_lesson_3_files_are_real_and_the_payload_never_ran(run_outside_repository, data_dir):
-    path = REPO / "notebooks" / "en" / "03-whole-models-safe-loading-and-formats.ipynb"
-    folder, nb = run_outside_repository(path, quick_parameters(path, data_dir))
+def test_lesson_3_files_are_real_and_the_payload_never_ran(quick_run, data_dir):
+    folder, nb = quick_run(REPO / "notebooks" / "en" / "03-whole-models-safe-loading-and-formats.ipynb")
 
     saved = folder / "saved_models"
     assert not (saved / "payload_ran.txt").exists()
@@ -245,5 +303,5 @@ def test_lesson_3_files_are_real_and_the_payload_never_ran(run_outside_repositor
     _, accuracy = fc_model.validation(network, torch.utils.data.DataLoader(testset, batch_size=1000),
                                       nn.NLLLoss())
     assert accuracy > 0.75  # the trained network, not an untrained one
-    with pytest.raises(checkpoint_io.CheckpointError, match="found io.open"):
+    with pytest.raises(checkpoint_io.CheckpointError, match="found builtins.exec"):
         checkpoint_io.load_checkpoint(saved / "evil_checkpoint.pth")

@@ -18,16 +18,42 @@ def readme_commands(name):
     return re.findall(r"```bash\n(.*?)```", text, re.S)
 
 
-def test_ci_runs_the_readme_test_command():
-    ci_lines = (REPO / ".ci" / "run").read_text().strip().splitlines()
-    test_command = ci_lines[-1]
-    assert test_command.startswith("python -m pytest")
+def commands(block):
+    """The commands of a bash block, without their comments."""
+    return [line.split("#")[0].strip() for line in block.splitlines() if line.split("#")[0].strip()]
+
+
+def test_the_readmes_start_with_the_two_commands_and_ci_runs_the_test_one():
     for readme in ("README.md", "README.zh-CN.md"):
-        assert f"{test_command}\n" in readme_commands(readme), readme
+        assert commands(readme_commands(readme)[0]) == ["make run", "make test"], readme
+    ci_lines = (REPO / ".ci" / "run").read_text().strip().splitlines()
+    assert ci_lines[-1] == "make test"
+
+
+def test_make_test_runs_nbval_on_copies_outside_the_notebooks_folder():
+    makefile = (REPO / "Makefile").read_text()
+    recipe = re.search(r"^test:.*\n((?:\t.*\n)+)", makefile, re.M).group(1)
+    assert "--nbval $(TEST_NOTEBOOKS)" in recipe and "cp -R notebooks $(TEST_NOTEBOOKS)" in recipe
+    assert re.search(r"^TEST_NOTEBOOKS := build/", makefile, re.M)
 
 
 def test_both_readmes_give_the_same_commands():
-    assert readme_commands("README.md")[:3] == readme_commands("README.zh-CN.md")[:3]
+    """Comments may be translated, and a command may open the reader's own language's notebook."""
+    english, chinese = (list(map(commands, readme_commands(name)))
+                        for name in ("README.md", "README.zh-CN.md"))
+    assert english == [[command.replace("notebooks/zh-CN/", "notebooks/en/") for command in block]
+                       for block in chinese]
+
+
+def test_constraints_pin_versions_the_package_accepts():
+    dependencies = {Requirement(d).name: Requirement(d)
+                    for d in read_pyproject()["project"]["dependencies"]}
+    pins = [Requirement(line) for line in (REPO / "constraints.txt").read_text().splitlines()
+            if line.strip() and not line.startswith("#")]
+    assert {pin.name for pin in pins} == {"torch", "torchvision"}
+    for pin in pins:
+        version = str(pin.specifier).removeprefix("==")
+        assert dependencies[pin.name].specifier.contains(version), pin
 
 
 def test_requirements_come_from_pyproject_only():

@@ -10,7 +10,8 @@ holds the lesson's title, one-line summary and quick-run parameters.
 
 This script checks every lesson against the rules below (``RULES``), writes
 ``notebooks/en/NAME.ipynb`` and ``notebooks/zh-CN/NAME.ipynb``, executes
-them so the committed outputs come from a real run, and regenerates what
+them (in ``build/lesson-runs/``, where the files they write stay out of the
+way) so the committed outputs come from a real run, and regenerates what
 repeats: the Colab cell, the "next lesson" links and the lesson tables of
 both READMEs.
 
@@ -43,6 +44,7 @@ except ModuleNotFoundError:  # Python 3.10: the same parser, published as tomli
 REPO = Path(__file__).resolve().parent.parent
 LESSONS = REPO / "lessons"
 NOTEBOOKS = REPO / "notebooks"
+BUILD_RUNS = REPO / "build" / "lesson-runs"  # where the build executes the notebooks
 LANGUAGES = ("en", "zh-CN")
 READMES = {"en": REPO / "README.md", "zh-CN": REPO / "README.zh-CN.md"}
 LESSONS_START, LESSONS_END = "<!-- lessons:start -->", "<!-- lessons:end -->"
@@ -405,10 +407,11 @@ def build(wanted=()):
     for lesson, language, nb in notebooks(lessons):
         if lesson.name not in chosen:
             continue
-        folder = NOTEBOOKS / language
-        folder.mkdir(parents=True, exist_ok=True)
+        # Executed in build/ so the files a lesson writes never land beside the notebooks.
+        workdir = BUILD_RUNS / language
+        workdir.mkdir(parents=True, exist_ok=True)
         print(f"executing {language}/{lesson.name}.ipynb ...", flush=True)
-        nbformat.write(execute(nb, folder), folder / f"{lesson.name}.ipynb")
+        nbformat.write(execute(nb, workdir), NOTEBOOKS / language / f"{lesson.name}.ipynb")
     for language, readme in READMES.items():
         readme.write_text(readme_with_lessons(language, lessons), encoding="utf-8")
 
