@@ -49,9 +49,11 @@ LANGUAGES = ("en", "zh-CN")
 READMES = {"en": REPO / "README.md", "zh-CN": REPO / "README.zh-CN.md"}
 LESSONS_START, LESSONS_END = "<!-- lessons:start -->", "<!-- lessons:end -->"
 COLAB_BADGE = "https://colab.research.google.com/assets/colab-badge.svg"
-# Kernels run on this machine only; their start-up warnings (such as "running over
-# TCP without encryption") are noise in a report. Errors still show.
-KERNEL_ARGUMENTS = ["--IPKernelApp.log_level=ERROR"]
+# The kernel's own log is noise in a report: warnings at start-up ("running over TCP
+# without encryption"), and "KeyboardInterrupt caught in kernel" when jupyter_client
+# interrupts a kernel before shutting it down (it always does) while a message is being
+# handled. A failing cell or a dead kernel is still reported, by nbclient and papermill.
+KERNEL_ARGUMENTS = ["--IPKernelApp.log_level=CRITICAL"]
 
 TRANSLATION = "# zh-CN:"
 COMPANION_MODULES = ("helper", "fc_model", "checkpoint_io", "devices")
