@@ -147,7 +147,7 @@ ax = helper.imshow(images[0], title=helper.FASHION_MNIST_CLASSES[labels[0]])
 # %% [markdown] lang="zh-CN"
 # ### 同样的批次，只变换一次
 #
-# 上面的数据加载器在每一轮都要对每张图像重新执行 `ToTensor` 和 `Normalize`，而且一次只处理一张：在 CPU 上，这比训练本身还要费时。`helper.fashion_mnist_loaders(data_dir)` 一次性把所有图像变换成两个张量，之后按同样的顺序给出完全相同的批次，因为它抽取随机数的方式与 `DataLoader(shuffle=True)` 完全一样。我们从同一个随机状态出发，用一轮的第一个批次来验证这一点。`torch.random.fork_rng()` 会在结束后恢复 PyTorch 的随机状态，所以这次检查不会改变本 notebook 后面的任何结果。
+# 上面的数据加载器在每一轮都要对每张图像重新执行 `ToTensor` 和 `Normalize`，而且一次只处理一张：在 CPU 上，这比训练本身还要费时。`helper.fashion_mnist_loaders(data_dir)` 把所有图像只变换一次，存成两个张量，之后按同样的顺序给出完全相同的批次，因为它抽取随机数的方式与 `DataLoader(shuffle=True)` 完全一样。我们从同一个随机状态出发，用一轮的第一个批次来验证这一点。`torch.random.fork_rng()` 会在结束后恢复 PyTorch 的随机状态，所以这次检查不会改变本 notebook 后面的任何结果。
 
 # %%
 fast_trainloader, fast_testloader = helper.fashion_mnist_loaders(data_dir)
