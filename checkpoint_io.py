@@ -44,6 +44,10 @@ SAFETENSORS_FORMAT = "fc_model.safetensors/1"
 CLASSIC_KEYS = ("input_size", "output_size", "hidden_layers")
 CLASSIC_DROP_P = 0.5
 
+# The prefixes that wrappers put in front of every key of a model's state_dict.
+WRAPPER_PREFIXES = {"module.": "nn.DataParallel and DistributedDataParallel",
+                    "_orig_mod.": "torch.compile"}
+
 
 class CheckpointError(RuntimeError):
     """A checkpoint file that cannot be used; the message names the file and the problem."""
@@ -349,6 +353,18 @@ def _architecture_from_state_dict(state_dict, path):
             "hidden_layers": [w.shape[0] for w in weights], "drop_p": CLASSIC_DROP_P}
 
 
+def _prefix_advice(obj):
+    """How to fix a state_dict whose keys all carry a wrapper's prefix ("" when they do not)."""
+    if not isinstance(obj, Mapping) or not obj:
+        return ""
+    for prefix, wrappers in WRAPPER_PREFIXES.items():
+        if all(isinstance(key, str) and key.startswith(prefix) for key in obj):
+            return (f". Its keys start with {prefix!r}, the prefix that {wrappers} add: remove it "
+                    f"with torch.nn.modules.utils.consume_prefix_in_state_dict_if_present("
+                    f"state_dict, {prefix!r}), or save the inner model's state_dict")
+    return ""
+
+
 def _is_network_state_dict(obj):
     return (isinstance(obj, Mapping) and "hidden_layers.0.weight" in obj
             and "output.weight" in obj and all(torch.is_tensor(v) for v in obj.values()))
@@ -378,7 +394,7 @@ def _from_safetensors(path, map_location):
     raise CheckpointError(
         f"{path} has no fc_model architecture in its metadata (found {_quote(sorted(metadata))}) "
         "and its tensors are not those of a Network: it was not written by "
-        "checkpoint_io.save_safetensors")
+        f"checkpoint_io.save_safetensors{_prefix_advice(tensors)}")
 
 
 def _from_torch_file(path, map_location):
@@ -405,7 +421,8 @@ def _from_torch_file(path, map_location):
                  if isinstance(obj, Mapping) else f"a {type(obj).__name__}")
     raise CheckpointError(
         f"{path} holds {described}, not a checkpoint of fc_model.Network: expected a file "
-        "written by checkpoint_io.save_checkpoint, a classic checkpoint or a Network state_dict")
+        "written by checkpoint_io.save_checkpoint, a classic checkpoint or a Network state_dict"
+        f"{_prefix_advice(obj)}")
 
 
 def load_checkpoint(path, map_location="cpu"):

@@ -121,6 +121,36 @@ def test_bare_state_dict_loads_with_sizes_read_off_the_weights(tmp_path, trained
         checkpoint_io.restore(checkpoint_io.load_checkpoint(path), model, optimizer)
 
 
+
+@pytest.mark.parametrize("wrap, prefix", [
+    (nn.DataParallel, "module."),
+    (lambda model: torch.compile(model, backend="eager"), "_orig_mod."),
+], ids=["DataParallel", "compile"])
+@pytest.mark.parametrize("suffix", [".pth", ".safetensors"])
+def test_a_wrappers_prefix_is_named_with_the_fix(tmp_path, trained, wrap, prefix, suffix):
+    model, _, _ = trained
+    state_dict = wrap(model).state_dict()
+    path = tmp_path / f"wrapped{suffix}"
+    save = torch.save if suffix == ".pth" else (lambda tensors, p: _write_safetensors(p, tensors, None))
+    save(state_dict, path)
+    with pytest.raises(checkpoint_io.CheckpointError,
+                       match=rf"keys start with '{prefix}'.*consume_prefix_in_state_dict_if_present"):
+        fc_model.load_network(path)
+
+    # the advice works
+    state_dict = dict(state_dict)
+    torch.nn.modules.utils.consume_prefix_in_state_dict_if_present(state_dict, prefix)
+    save(state_dict, path)
+    assert_same(fc_model.load_network(path).state_dict(), model.state_dict())
+
+
+def test_no_prefix_advice_for_keys_without_one(tmp_path):
+    path = tmp_path / "other.pth"
+    torch.save({"module.weight": torch.ones(2), "bias": torch.ones(2)}, path)
+    with pytest.raises(checkpoint_io.CheckpointError) as info:
+        fc_model.load_network(path)
+    assert "consume_prefix" not in str(info.value)
+
 # --------------------------------------------------------------------------- bad files
 
 def _truncate(path):

@@ -10,6 +10,7 @@ import os
 import re
 import subprocess
 import sys
+import zipfile
 
 import nbformat
 import papermill
@@ -256,11 +257,12 @@ def test_a_path_selects_its_language_only():
 
 
 def test_an_unknown_name_lists_the_notebooks(capsys):
+    missing = str(len(EN_PATHS) + 1)  # the number of the next lesson, not written yet
     with pytest.raises(SystemExit) as info:
-        run_notebooks.main(["4"])
+        run_notebooks.main([missing])
     assert info.value.code == 2
     error = capsys.readouterr().err
-    assert "no notebook matches '4'" in error
+    assert f"no notebook matches '{missing}'" in error
     assert all(path.stem in error for path in EN_PATHS)
 
 
@@ -334,3 +336,35 @@ def test_lesson_3_files_are_real_and_the_payload_never_ran(quick_run, data_dir):
     assert accuracy > 0.75  # the trained network, not an untrained one
     with pytest.raises(checkpoint_io.CheckpointError, match="found builtins.exec"):
         checkpoint_io.load_checkpoint(saved / "evil_checkpoint.pth")
+
+
+def test_lesson_4_files_are_what_the_lesson_says(quick_run):
+    folder, nb = quick_run(REPO / "notebooks" / "en" / "04-checkpoints-from-elsewhere.ipynb")
+    files = folder / "elsewhere"
+    float32 = torch.load(files / "float32.pth", weights_only=True)
+
+    # the "GPU" file records cuda:0 for its tensors, as a file written on a GPU does
+    with zipfile.ZipFile(files / "saved_on_gpu.pth") as archive:
+        pickled = archive.read(next(n for n in archive.namelist() if n.endswith("data.pkl")))
+    assert b"cuda:0" in pickled and b"cpu" not in pickled
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match="CUDA device"):
+            torch.load(files / "saved_on_gpu.pth", weights_only=True)
+    on_cpu = torch.load(files / "saved_on_gpu.pth", map_location="cpu", weights_only=True)
+    assert all(torch.equal(on_cpu["model"][name], float32[name]) for name in float32)
+
+    for half in ("bfloat16", "float16"):
+        assert (files / f"{half}.pth").stat().st_size < 0.55 * (files / "float32.pth").stat().st_size
+
+    # the legacy file needs an allowlist; the converted one does not, and holds the same weights
+    legacy_globals = torch.serialization.get_unsafe_globals_in_checkpoint(files / "legacy.pth")
+    assert "argparse.Namespace" in legacy_globals
+    assert torch.serialization.get_unsafe_globals_in_checkpoint(files / "converted.pth") == []
+    converted = torch.load(files / "converted.pth", weights_only=True)
+    assert converted["args"]["hidden"] == [512, 256, 128]
+    assert all(torch.equal(converted["state_dict"][name], float32[name]) for name in float32)
+
+    text = "".join(o.get("text", "") for c in code_cells(nb) for o in c.outputs)
+    assert re.search(r"after 20 steps: warm start 0\.\d+, from scratch 0\.\d+", text)
+    assert text.count("same predictions: True") == 4
+

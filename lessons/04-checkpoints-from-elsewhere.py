@@ -1,0 +1,530 @@
+# ---
+# jupyter:
+#   jupytext:
+#     cell_metadata_filter: lang,tags
+#     notebook_metadata_filter: lesson
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   lesson:
+#     title:
+#       en: 4. Checkpoints from elsewhere
+#       zh-CN: 4. 来自别处的检查点
+#     summary:
+#       en: a file saved on a GPU loaded on a CPU (`map_location`), partial loading and warm-starting a
+#         new head, the `module.` and `_orig_mod.` prefixes, half-precision files, several objects in
+#         one checkpoint, and converting a legacy file that `weights_only=True` refuses.
+#       zh-CN: 在 CPU 上加载 GPU 上保存的文件（`map_location`）、部分加载，以及用已有权重初始化换了新输出层的网络、`module.` 和
+#         `_orig_mod.` 前缀、半精度文件、一个检查点保存多个对象，以及转换被 `weights_only=True` 拒绝的旧文件。
+#     quick_run:
+#       epochs: 1
+#       finetune_steps: 20
+# ---
+
+# %% [markdown] lang="en"
+# # Checkpoints from Elsewhere
+#
+# Lessons 1–3 loaded files that the notebook had just written. In real work a checkpoint comes from somewhere else: a GPU server, a run that wrapped the model in `DataParallel` or `torch.compile`, a model with another output layer, an older training script. Each of these fails in its own way. In this lesson you will meet each error for real, understand it, and fix it with the tool PyTorch provides:
+#
+# 1. load a file saved on a GPU on a machine without one (`map_location`), with its optimizer;
+# 2. load only part of a state dict, and warm-start a network for a new task from a trained one;
+# 3. remove the `module.` and `_orig_mod.` prefixes that wrappers add, and avoid them;
+# 4. save in half precision, and measure what it costs;
+# 5. keep several objects in one checkpoint;
+# 6. inspect a legacy file that `weights_only=True` refuses, load it once, and convert it into a clean one.
+
+# %% [markdown] lang="zh-CN"
+# # 来自别处的检查点
+#
+# 第 1–3 课加载的都是 notebook 刚刚写出的文件。而在实际工作中，检查点往往来自别处：一台 GPU 服务器、一次用 `DataParallel` 或 `torch.compile` 包装过模型的训练、一个输出层不同的模型、一个旧的训练脚本。它们各有各的出错方式。在这节课里，你将亲眼看到每一种错误，理解它，并用 PyTorch 提供的工具解决它：
+#
+# 1. 在没有 GPU 的机器上加载 GPU 上保存的文件（`map_location`），连同它的优化器；
+# 2. 只加载状态字典的一部分，并用训练好的网络为新任务初始化网络；
+# 3. 去掉包装器添加的 `module.` 和 `_orig_mod.` 前缀，并学会避免它们；
+# 4. 以半精度保存，并衡量这样做的代价；
+# 5. 在一个检查点中保存多个对象；
+# 6. 检查一个被 `weights_only=True` 拒绝的旧文件，加载它一次，再把它转换成干净的文件。
+
+# %% [markdown] lang="en"
+# ## Imports and parameters
+
+# %% [markdown] lang="zh-CN"
+# ## 导入模块和参数
+
+# %%
+import argparse
+import copy
+import importlib
+import itertools
+import os
+import pickle
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn, optim
+from torch.nn.modules.utils import consume_prefix_in_state_dict_if_present
+
+import checkpoint_io
+import devices
+import fc_model
+import helper
+
+# %% tags=["parameters"]
+epochs = 1                             # passes over the training images for the trained network
+                                       # zh-CN: 训练网络时遍历训练图像的轮数
+device = "auto"                        # "auto", "cpu", "cuda" or "mps"
+                                       # zh-CN: "auto"、"cpu"、"cuda" 或 "mps"
+data_dir = "~/.pytorch/F_MNIST_data/"  # where torchvision keeps Fashion-MNIST
+                                       # zh-CN: torchvision 存放 Fashion-MNIST 的目录
+checkpoint_dir = "elsewhere"           # where this notebook writes its files
+                                       # zh-CN: 本 notebook 写入文件的目录
+finetune_steps = 150                   # training steps for the new task, warm-started and from scratch
+                                       # zh-CN: 新任务的训练步数（用已有权重初始化和从零开始各训练这么多步）
+seed = 4                               # fixes the initial weights, the data order and dropout
+                                       # zh-CN: 固定初始权重、数据顺序和 dropout
+
+# %% tags=["nbval-ignore-output"]
+fc_model.check_positive_int(epochs=epochs, finetune_steps=finetune_steps)
+device = devices.get_device(device)
+helper.prepare_fashion_mnist(data_dir)
+checkpoint_dir = Path(checkpoint_dir)
+checkpoint_dir.mkdir(parents=True, exist_ok=True)
+torch.manual_seed(seed)
+print(f"Training for {epochs} epoch(s) on {device}, then {finetune_steps} steps on a new task")
+
+# %% [markdown] lang="en"
+# ## A trained network
+#
+# The lesson-1 network, trained on the fast loaders of lesson 1. Its state dict is what the other machines and scripts below have saved.
+
+# %% [markdown] lang="zh-CN"
+# ## 训练好的网络
+#
+# 还是第 1 课的网络，用第 1 课的快速数据加载器训练。下文中其他机器和脚本保存的，就是它的状态字典。
+
+# %% tags=["nbval-ignore-output"]
+trainloader, testloader = helper.fashion_mnist_loaders(data_dir)
+criterion = nn.NLLLoss()
+model = fc_model.Network(784, 10, [512, 256, 128])
+optimizer = optim.Adam(model.parameters(), lr=0.001)
+history = fc_model.train(model, trainloader, testloader, criterion, optimizer,
+                         epochs=epochs, print_every=300, device=device)
+model.eval()
+_, trained_accuracy = fc_model.validation(model, testloader, criterion)
+test_images, _ = next(iter(testloader))
+test_images = test_images.to(device)
+with torch.no_grad():
+    expected = model(test_images)
+
+
+# %% [markdown] lang="en"
+# `same_predictions` compares another network with this one on a batch of test images; the fixes below must pass it.
+
+# %% [markdown] lang="zh-CN"
+# `same_predictions` 在一批测试图像上把另一个网络与这个网络比较；下面的每种解决办法都必须通过这项检查。
+
+# %%
+def same_predictions(other):
+    other.eval()
+    with torch.no_grad():
+        return torch.equal(other(test_images), expected)
+
+
+# %% [markdown] lang="en"
+# ## 1. A file saved on a GPU
+#
+# `torch.save` records, for every tensor, the device it lived on. A file written on a GPU says `cuda:0`, and `torch.load` puts the tensors back there, which fails on a machine without CUDA.
+#
+# This notebook may run without a GPU, so it makes such a file with PyTorch's own machinery: `torch.serialization.register_package` lets a library tell `torch.save` which location to record for a storage. The small function below records `cuda:0` while `recording_cuda` is true, which is exactly what a GPU machine writes; everything else in the file is unchanged.
+
+# %% [markdown] lang="zh-CN"
+# ## 1. GPU 上保存的文件
+#
+# `torch.save` 会为每个张量记录它所在的设备。在 GPU 上写出的文件记录的是 `cuda:0`，`torch.load` 会把张量放回那里；在没有 CUDA 的机器上，这就会失败。
+#
+# 这个 notebook 可能在没有 GPU 的机器上运行，所以我们用 PyTorch 自己的机制来制作这样一个文件：`torch.serialization.register_package` 允许一个库告诉 `torch.save` 为某个存储记录什么位置。下面这个小函数在 `recording_cuda` 为真时记录 `cuda:0`，这正是 GPU 机器会写入的内容；文件中的其他一切都不变。
+
+# %%
+recording_cuda = False
+
+def record_as_cuda(storage):
+    return "cuda:0" if recording_cuda and storage.device.type == "cpu" else None
+
+torch.serialization.register_package(0, record_as_cuda, lambda storage, location: None)
+
+gpu_path = checkpoint_dir / "saved_on_gpu.pth"
+recording_cuda = True
+torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict()}, gpu_path)
+recording_cuda = False
+
+# %% [markdown] lang="en"
+# Loading it as it is gives the error that people meet when they copy a checkpoint from a GPU server to a laptop (on a machine with CUDA, it simply loads onto the GPU):
+
+# %% [markdown] lang="zh-CN"
+# 直接加载它，就会得到把检查点从 GPU 服务器复制到笔记本电脑上时常见的错误（在有 CUDA 的机器上，它会直接加载到 GPU 上）：
+
+# %%
+try:
+    loaded = torch.load(gpu_path, weights_only=True)
+    print("loaded onto", loaded["model"]["output.weight"].device)
+except RuntimeError as error:
+    print(error)
+
+# %% [markdown] lang="en"
+# `map_location` says where the loaded tensors go instead. It accepts a device name, a `torch.device`, a dict that maps recorded locations to new ones, or a function of `(storage, location)`; all four put every tensor on the CPU here:
+
+# %% [markdown] lang="zh-CN"
+# `map_location` 指定加载出来的张量改放到哪里。它可以是设备名、`torch.device`、把记录的位置映射到新位置的字典，或者以 `(storage, location)` 为参数的函数；下面这四种写法都把所有张量放到 CPU 上：
+
+# %%
+for map_location in ["cpu", torch.device("cpu"), {"cuda:0": "cpu"}, lambda storage, location: storage]:
+    loaded = torch.load(gpu_path, map_location=map_location, weights_only=True)
+    print(f"{type(map_location).__name__:>8}: {loaded['model']['output.weight'].device}")
+
+# %% [markdown] lang="en"
+# A model *and* its optimizer take one more step. `map_location` only places the loaded tensors; `load_state_dict` copies the model's tensors into its parameters wherever those live. So build the model, move it with `.to(device)` first, then create the optimizer on its parameters and load the optimizer's state: `Optimizer.load_state_dict` moves each state tensor (Adam's moving averages) to the device of its parameter.
+
+# %% [markdown] lang="zh-CN"
+# 同时加载模型*和*它的优化器还需要多做一步。`map_location` 只决定加载出来的张量放在哪里；`load_state_dict` 则把模型的张量复制进模型的参数，无论参数在哪个设备上。所以要先构建模型并用 `.to(device)` 移动它，再在它的参数上创建优化器并加载优化器的状态：`Optimizer.load_state_dict` 会把每个状态张量（Adam 的滑动平均）移到对应参数所在的设备上。
+
+# %%
+checkpoint = torch.load(gpu_path, map_location=device, weights_only=True)
+restored = fc_model.Network(784, 10, [512, 256, 128]).to(device)
+restored.load_state_dict(checkpoint["model"])
+restored_optimizer = optim.Adam(restored.parameters(), lr=0.001)
+restored_optimizer.load_state_dict(checkpoint["optimizer"])
+
+state_devices = {t.device for s in restored_optimizer.state.values() for t in s.values()
+                 if torch.is_tensor(t) and t.dim() > 0}
+print("optimizer state on:", state_devices, "| parameters on:", devices.model_device(restored))
+assert state_devices == {devices.model_device(restored)}
+print("same predictions:", same_predictions(restored))
+
+# %% [markdown] lang="en"
+# ## 2. Loading part of a state dict
+#
+# `load_state_dict` is strict by default: every key of the model must be in the file, and nothing else. With `strict=False` it loads what matches and returns the names it could not use, `missing_keys` (in the model, not in the file) and `unexpected_keys` (in the file, not in the model). Here the file lacks the output layer and has an extra entry:
+
+# %% [markdown] lang="zh-CN"
+# ## 2. 只加载状态字典的一部分
+#
+# `load_state_dict` 默认是严格的：模型的每个键都必须出现在文件中，而且文件中不能有多余的键。使用 `strict=False` 时，它会加载能匹配的部分，并返回它无法使用的名字：`missing_keys`（模型中有、文件中没有）和 `unexpected_keys`（文件中有、模型中没有）。下面这个文件缺少输出层，还多了一项：
+
+# %%
+partial = {name: tensor for name, tensor in model.state_dict().items() if not name.startswith("output.")}
+partial["temperature"] = torch.tensor(1.5)
+fresh = fc_model.Network(784, 10, [512, 256, 128]).to(device)
+result = fresh.load_state_dict(partial, strict=False)
+print("missing:   ", result.missing_keys)
+print("unexpected:", result.unexpected_keys)
+assert result.missing_keys == ["output.weight", "output.bias"] and result.unexpected_keys == ["temperature"]
+
+# %% [markdown] lang="en"
+# ### Warm-starting a network for a new task
+#
+# A new task: tell apart the five classes of Fashion-MNIST that are easiest to confuse: T-shirt/top, pullover, dress, coat and shirt. The new network has the same hidden layers but 5 outputs instead of 10. `strict=False` does not help with that difference: it still raises when a tensor has the wrong shape.
+
+# %% [markdown] lang="zh-CN"
+# ### 用已有权重初始化新任务的网络
+#
+# 一个新任务：区分 Fashion-MNIST 中最容易混淆的五个类别：T 恤/上衣、套头衫、连衣裙、外套和衬衫。新网络的隐藏层相同，但只有 5 个输出，而不是 10 个。`strict=False` 解决不了这种差别：张量的形状不对时，它仍然会报错。
+
+# %%
+garments = torch.tensor([0, 2, 3, 4, 6])
+new_label = torch.full((10,), -1, dtype=torch.long)
+new_label[garments] = torch.arange(len(garments))
+
+def garments_loader(train, shuffle):
+    images, labels = helper.fashion_mnist_tensors(data_dir, train=train)
+    keep = torch.isin(labels, garments)
+    return helper.tensor_loader(images[keep], new_label[labels[keep]], batch_size=64, shuffle=shuffle)
+
+garments_train, garments_test = garments_loader(train=True, shuffle=True), garments_loader(train=False, shuffle=False)
+warm = fc_model.Network(784, len(garments), [512, 256, 128]).to(device)
+try:
+    warm.load_state_dict(model.state_dict(), strict=False)
+except RuntimeError as error:
+    print(error)
+
+# %% [markdown] lang="en"
+# So keep only the tensors whose name and shape match, load those, and check what was skipped. Then freeze the copied hidden layers (`requires_grad_(False)`) and train only the new output layer.
+
+# %% [markdown] lang="zh-CN"
+# 所以只保留名字和形状都匹配的张量，加载它们，并检查跳过了哪些。然后冻结复制过来的隐藏层（`requires_grad_(False)`），只训练新的输出层。
+
+# %%
+own = warm.state_dict()
+compatible = {name: tensor for name, tensor in model.state_dict().items()
+              if name in own and own[name].shape == tensor.shape}
+result = warm.load_state_dict(compatible, strict=False)
+assert result.missing_keys == ["output.weight", "output.bias"] and not result.unexpected_keys
+warm.hidden_layers.requires_grad_(False)
+print("skipped:", sorted(set(model.state_dict()) - set(compatible)))
+
+# %% [markdown] lang="en"
+# Now the warm-started network and a network trained from scratch each get `finetune_steps` steps on the same batches, and we compare their accuracy on the test images of the five classes. Each gets the usual learning rate for what it trains: 0.001 for a whole network, 0.01 for a new output layer alone, which starts from random numbers and, being a single linear layer, tolerates larger steps.
+
+# %% [markdown] lang="zh-CN"
+# 现在，用已有权重初始化的网络和从零开始训练的网络各在相同的批次上训练 `finetune_steps` 步，然后比较它们在这五个类别的测试图像上的准确率。两者各用适合其训练对象的常用学习率：训练整个网络用 0.001；单独训练新的输出层用 0.01，因为它从随机数开始，而且作为单独一个线性层，能承受更大的步长。
+
+# %% tags=["nbval-ignore-output"]
+def train_steps(network, steps, lr):
+    trainable = [p for p in network.parameters() if p.requires_grad]
+    step_optimizer = optim.Adam(trainable, lr=lr)
+    network.train()
+    batches = itertools.chain.from_iterable(itertools.repeat(garments_train))
+    for images, labels in itertools.islice(batches, steps):
+        images, labels = images.to(device), labels.to(device)
+        step_optimizer.zero_grad()
+        criterion(network(images), labels).backward()
+        step_optimizer.step()
+    return fc_model.validation(network, garments_test, criterion)[1]
+
+torch.manual_seed(seed)
+scratch = fc_model.Network(784, len(garments), [512, 256, 128]).to(device)
+torch.manual_seed(seed)
+warm_accuracy = train_steps(warm, finetune_steps, lr=0.01)
+torch.manual_seed(seed)
+scratch_accuracy = train_steps(scratch, finetune_steps, lr=0.001)
+print(f"after {finetune_steps} steps: warm start {warm_accuracy:.3f}, from scratch {scratch_accuracy:.3f}")
+assert warm_accuracy > scratch_accuracy
+
+# %% [markdown] lang="en"
+# The warm-started network begins with hidden layers that already tell garments apart, so after the same number of steps it is already more accurate; and with the hidden layers frozen, each step only updates the 645 parameters of the new output layer.
+
+# %% [markdown] lang="zh-CN"
+# 用已有权重初始化的网络一开始就拥有能区分服装的隐藏层，因此在同样的步数下准确率更高；而且隐藏层被冻结后，每一步只更新新输出层的 645 个参数。
+
+# %%
+assert torch.equal(warm.hidden_layers[0].weight, model.hidden_layers[0].weight)
+print("trainable numbers:", sum(p.numel() for p in warm.parameters() if p.requires_grad))
+
+# %% [markdown] lang="en"
+# ## 3. The `module.` and `_orig_mod.` prefixes
+#
+# Wrappers keep the model as an attribute, so their state dicts name every tensor through it: `nn.DataParallel` and `DistributedDataParallel` add `module.`, and the module returned by `torch.compile` adds `_orig_mod.`. Both wrap the model here for real (on a CPU, `DataParallel` simply runs the model; the `eager` backend skips code generation but wraps the same way):
+
+# %% [markdown] lang="zh-CN"
+# ## 3. `module.` 和 `_orig_mod.` 前缀
+#
+# 包装器把模型保存为自己的一个属性，所以它们的状态字典会通过这个属性来命名每个张量：`nn.DataParallel` 和 `DistributedDataParallel` 会加上 `module.`，`torch.compile` 返回的模块会加上 `_orig_mod.`。这里真的用它们包装了模型（在 CPU 上，`DataParallel` 只是直接运行模型；`eager` 后端不生成代码，但包装方式相同）：
+
+# %%
+parallel_state = nn.DataParallel(model).state_dict()
+compiled_state = torch.compile(model, backend="eager").state_dict()
+print(list(parallel_state)[:2])
+print(list(compiled_state)[:2])
+
+plain = fc_model.Network(784, 10, [512, 256, 128]).to(device)
+for state in [parallel_state, compiled_state]:
+    try:
+        plain.load_state_dict(state)
+    except RuntimeError as error:
+        print(str(error).splitlines()[2].strip()[:100], "...")
+
+# %% [markdown] lang="en"
+# `torch.nn.modules.utils.consume_prefix_in_state_dict_if_present` removes a prefix from every key, in place (it works on a copy here, so the original keeps its keys):
+
+# %% [markdown] lang="zh-CN"
+# `torch.nn.modules.utils.consume_prefix_in_state_dict_if_present` 会就地去掉每个键的前缀（这里先复制一份再处理，原来的字典保留它的键）：
+
+# %%
+for state, prefix in [(parallel_state, "module."), (compiled_state, "_orig_mod.")]:
+    state = dict(state)
+    consume_prefix_in_state_dict_if_present(state, prefix)
+    plain.load_state_dict(state)
+    print(f"{prefix:<11} removed; same predictions:", same_predictions(plain))
+
+# %% [markdown] lang="en"
+# The companion module knows these prefixes too: `fc_model.load_network` refuses such a file with a message that names the prefix and the fix.
+
+# %% [markdown] lang="zh-CN"
+# 配套模块也认识这些前缀：`fc_model.load_network` 会拒绝这样的文件，并在错误信息中指出是哪个前缀以及如何解决。
+
+# %%
+torch.save(parallel_state, checkpoint_dir / "data_parallel.pth")
+try:
+    fc_model.load_network(checkpoint_dir / "data_parallel.pth")
+except checkpoint_io.CheckpointError as error:
+    print(error)
+
+# %% [markdown] lang="en"
+# Better still, never write the prefix: save the inner model's state dict (`wrapper.module.state_dict()`, `compiled._orig_mod.state_dict()`), or compile in place with `model.compile()`, which keeps the model's own names.
+
+# %% [markdown] lang="zh-CN"
+# 更好的做法是根本不写入前缀：保存内部模型的状态字典（`wrapper.module.state_dict()`、`compiled._orig_mod.state_dict()`），或者用 `model.compile()` 就地编译，它会保留模型本来的名字。
+
+# %%
+in_place = copy.deepcopy(model)
+in_place.compile(backend="eager")
+for state in [nn.DataParallel(model).module.state_dict(), in_place.state_dict()]:
+    assert list(state) == list(model.state_dict())
+print("no prefixes:", list(in_place.state_dict())[:2])
+
+# %% [markdown] lang="en"
+# ## 4. Half precision
+#
+# The weights are `float32`, 4 bytes per number. Saved as `bfloat16` or `float16` they take 2 bytes, so the file is half the size. `load_state_dict` copies them into the `float32` parameters, converting back; the precision lost on the way shows in the accuracy, which we measure. (`bfloat16` keeps the range of `float32` with fewer digits; `float16` keeps more digits in a smaller range.)
+
+# %% [markdown] lang="zh-CN"
+# ## 4. 半精度
+#
+# 权重是 `float32` 类型，每个数占 4 个字节。以 `bfloat16` 或 `float16` 保存时只占 2 个字节，所以文件大小减半。`load_state_dict` 把它们复制到 `float32` 参数中时会转换回来；途中损失的精度会体现在准确率上，我们来测量一下。（`bfloat16` 保留了 `float32` 的数值范围，但有效数字更少；`float16` 的有效数字更多，但范围更小。）
+
+# %% tags=["nbval-ignore-output"]
+full_path = checkpoint_dir / "float32.pth"
+torch.save(model.state_dict(), full_path)
+print(f"float32:  {os.path.getsize(full_path) / 1e6:.2f} MB, test accuracy {trained_accuracy:.4f}")
+for dtype in [torch.bfloat16, torch.float16]:
+    path = checkpoint_dir / f"{str(dtype).removeprefix('torch.')}.pth"
+    torch.save({name: tensor.to(dtype) for name, tensor in model.state_dict().items()}, path)
+    reloaded = fc_model.Network(784, 10, [512, 256, 128]).to(device)
+    reloaded.load_state_dict(torch.load(path, map_location=device, weights_only=True))
+    assert reloaded.output.weight.dtype == torch.float32
+    _, accuracy = fc_model.validation(reloaded, testloader, criterion)
+    size_ratio = os.path.getsize(path) / os.path.getsize(full_path)
+    print(f"{str(dtype).removeprefix('torch.')}: {os.path.getsize(path) / 1e6:.2f} MB "
+          f"({size_ratio:.0%}), test accuracy {accuracy:.4f}")
+    assert size_ratio < 0.55 and abs(accuracy - trained_accuracy) < 0.01
+
+# %% [markdown] lang="en"
+# ## 5. Several objects in one checkpoint
+#
+# A general checkpoint holds everything that changes during training. Besides the model and the optimizer, that includes a learning-rate scheduler's `state_dict` and, with mixed precision on a GPU, the `GradScaler`'s (its loss scale). A setup with two networks, here a trained *teacher* and a small *student* learning from it, keeps both, each under its own key. Every object is restored into its own new object with its own `load_state_dict`.
+
+# %% [markdown] lang="zh-CN"
+# ## 5. 一个检查点保存多个对象
+#
+# 通用检查点保存训练过程中会变化的一切。除了模型和优化器，还包括学习率调度器的 `state_dict`，以及在 GPU 上使用混合精度训练时 `GradScaler` 的状态（它的损失缩放系数）。如果有两个网络，比如这里训练好的*教师*网络和向它学习的小*学生*网络，就把两者都保存下来，各用一个键。每个对象都用它自己的 `load_state_dict` 恢复到一个新建的对象中。
+
+# %%
+student = fc_model.Network(784, 10, [64]).to(device)
+student_optimizer = optim.Adam(student.parameters(), lr=0.001)
+scheduler = optim.lr_scheduler.StepLR(student_optimizer, step_size=1, gamma=0.5)
+scaler = torch.amp.GradScaler(device.type, enabled=device.type == "cuda")
+for _ in range(2):
+    student_optimizer.step()
+    scheduler.step()
+
+together_path = checkpoint_dir / "teacher_and_student.pth"
+torch.save({"teacher": model.state_dict(), "student": student.state_dict(),
+            "student_optimizer": student_optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict()}, together_path)
+
+saved = torch.load(together_path, map_location=device, weights_only=True)
+teacher_2 = fc_model.Network(784, 10, [512, 256, 128]).to(device)
+student_2 = fc_model.Network(784, 10, [64]).to(device)
+teacher_2.load_state_dict(saved["teacher"])
+student_2.load_state_dict(saved["student"])
+optimizer_2 = optim.Adam(student_2.parameters(), lr=0.001)
+optimizer_2.load_state_dict(saved["student_optimizer"])
+scheduler_2 = optim.lr_scheduler.StepLR(optimizer_2, step_size=1, gamma=0.5)
+scheduler_2.load_state_dict(saved["scheduler"])
+scaler_2 = torch.amp.GradScaler(device.type, enabled=device.type == "cuda")
+scaler_2.load_state_dict(saved["scaler"])
+
+print("teacher restored:", same_predictions(teacher_2))
+print("learning rate:", scheduler_2.get_last_lr(), "after", scheduler_2.last_epoch, "scheduler steps")
+assert scheduler_2.get_last_lr() == scheduler.get_last_lr()
+assert optimizer_2.param_groups[0]["lr"] == student_optimizer.param_groups[0]["lr"]
+
+# %% [markdown] lang="en"
+# ## 6. A legacy checkpoint that `weights_only=True` refuses
+#
+# Many older training scripts saved NumPy values and the script's `argparse.Namespace` next to the weights. Here is such a file (we write it ourselves, so we know it is harmless):
+
+# %% [markdown] lang="zh-CN"
+# ## 6. 被 `weights_only=True` 拒绝的旧检查点
+#
+# 许多旧的训练脚本会把 NumPy 的值和脚本的 `argparse.Namespace` 与权重保存在一起。下面就是这样一个文件（它是我们自己写的，所以我们知道它是无害的）：
+
+# %%
+legacy_path = checkpoint_dir / "legacy.pth"
+torch.save({"state_dict": model.state_dict(),
+            "args": argparse.Namespace(lr=0.001, epochs=epochs, hidden=[512, 256, 128]),
+            "best_accuracy": np.float64(trained_accuracy),
+            "mean_std": np.array([0.5, 0.5])}, legacy_path)
+try:
+    torch.load(legacy_path, weights_only=True)
+except pickle.UnpicklingError as error:
+    print(next(line.strip().split(". Please")[0] for line in str(error).splitlines()
+               if "Unsupported global" in line))
+
+# %% [markdown] lang="en"
+# `weights_only=True` refuses every class and function beyond tensors and plain containers, because unpickling one can run code (lesson 3). Do not reach for `weights_only=False`. First list what the file refers to:
+
+# %% [markdown] lang="zh-CN"
+# `weights_only=True` 会拒绝张量和普通容器之外的所有类和函数，因为反序列化它们可能会执行代码（见第 3 课）。不要急着改用 `weights_only=False`。先列出这个文件引用了哪些东西：
+
+# %%
+names = torch.serialization.get_unsafe_globals_in_checkpoint(legacy_path)
+print(sorted(names))
+
+# %% [markdown] lang="en"
+# Only NumPy's array machinery and `argparse.Namespace` (a file written with NumPy 1 names `numpy.core` where NumPy 2 writes `numpy._core`), from a file we trust. So we allow exactly these, for this one load, with `safe_globals`. A NumPy array also needs the class of its dtype (here `float64`), which the file does not name because it is created while loading; if you forget it, the error message names it.
+
+# %% [markdown] lang="zh-CN"
+# 只有 NumPy 的数组机制和 `argparse.Namespace`（用 NumPy 1 写出的文件中是 `numpy.core`，NumPy 2 写出的则是 `numpy._core`），而且文件来自我们信任的来源。所以我们用 `safe_globals` 只放行这几项，而且只在这一次加载中放行。NumPy 数组还需要它的 dtype 所属的类（这里是 `float64` 的类），文件中没有写出它的名字，因为它是在加载过程中才创建的；如果忘了放行它，错误信息会指出它的名字。
+
+# %%
+assert all(name.startswith("numpy.") or name == "argparse.Namespace" for name in names)
+
+def resolve(name):
+    module, _, attribute = name.rpartition(".")
+    return getattr(importlib.import_module(module), attribute)
+
+allowed = [resolve(name) for name in names] + [type(np.dtype("float64"))]
+with torch.serialization.safe_globals(allowed):
+    legacy = torch.load(legacy_path, map_location=device, weights_only=True)
+print({key: type(value).__name__ for key, value in legacy.items()})
+
+# %% [markdown] lang="en"
+# Then convert it, once, into a clean checkpoint: arrays become tensors, NumPy scalars Python numbers, the `Namespace` a dict. The new file loads with `weights_only=True` and no allowlist, anywhere.
+
+# %% [markdown] lang="zh-CN"
+# 然后把它一次性转换成干净的检查点：数组变成张量，NumPy 标量变成 Python 数值，`Namespace` 变成字典。新文件在任何地方都可以用 `weights_only=True` 直接加载，不需要放行任何东西。
+
+# %%
+def plain(value):
+    if isinstance(value, dict):
+        return {key: plain(item) for key, item in value.items()}
+    if isinstance(value, argparse.Namespace):
+        return plain(vars(value))
+    if isinstance(value, (list, tuple)):
+        return type(value)(plain(item) for item in value)
+    if isinstance(value, np.ndarray):
+        return torch.from_numpy(value)
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+clean_path = checkpoint_dir / "converted.pth"
+torch.save(plain(legacy), clean_path)
+assert torch.serialization.get_unsafe_globals_in_checkpoint(clean_path) == []
+clean = torch.load(clean_path, map_location=device, weights_only=True)
+print(clean["args"], type(clean["best_accuracy"]).__name__, clean["mean_std"])
+
+converted = fc_model.Network(784, 10, clean["args"]["hidden"]).to(device)
+converted.load_state_dict(clean["state_dict"])
+print("same predictions:", same_predictions(converted))
+
+# %% [markdown] lang="en"
+# ## Summary
+#
+# - A file saved on a GPU loads anywhere with `map_location`; move the model with `.to(device)` before you create its optimizer and load the optimizer's state, which follows the parameters.
+# - `strict=False` reports `missing_keys` and `unexpected_keys` but still refuses wrong shapes: to warm-start a new head, keep the tensors whose name and shape match, then freeze what you copied if you like.
+# - Strip `module.` and `_orig_mod.` with `consume_prefix_in_state_dict_if_present`; avoid them by saving the inner model or with `model.compile()`.
+# - Half-precision files are half the size; measure the accuracy before you ship them.
+# - One checkpoint can hold several models, optimizers, schedulers and scalers, each under its own key.
+# - For a legacy file, list its globals with `get_unsafe_globals_in_checkpoint`, allow exactly those (and an array's dtype class) for a trusted file with `safe_globals`, and convert it once into tensors and plain values.
+
+# %% [markdown] lang="zh-CN"
+# ## 小结
+#
+# - 用 `map_location` 可以在任何地方加载 GPU 上保存的文件；先用 `.to(device)` 移动模型，再创建它的优化器并加载优化器的状态，这些状态会跟随参数所在的设备。
+# - `strict=False` 会报告 `missing_keys` 和 `unexpected_keys`，但仍然拒绝形状不对的张量：要用已有权重初始化换了新输出层的网络，就只保留名字和形状都匹配的张量，需要的话再冻结复制过来的部分。
+# - 用 `consume_prefix_in_state_dict_if_present` 去掉 `module.` 和 `_orig_mod.`；保存内部模型或使用 `model.compile()` 就能避免它们。
+# - 半精度文件只有一半大小；发布之前先测量准确率。
+# - 一个检查点可以保存多个模型、优化器、调度器和 `GradScaler`，各用一个键。
+# - 对于旧文件，先用 `get_unsafe_globals_in_checkpoint` 列出它引用的全局对象，对可信的文件用 `safe_globals` 只放行这些对象（外加数组 dtype 所属的类），再把它一次性转换成张量和普通的值。
