@@ -121,7 +121,6 @@ def test_bare_state_dict_loads_with_sizes_read_off_the_weights(tmp_path, trained
         checkpoint_io.restore(checkpoint_io.load_checkpoint(path), model, optimizer)
 
 
-
 @pytest.mark.parametrize("wrap, prefix", [
     (nn.DataParallel, "module."),
     (lambda model: torch.compile(model, backend="eager"), "_orig_mod."),
@@ -150,6 +149,7 @@ def test_no_prefix_advice_for_keys_without_one(tmp_path):
     with pytest.raises(checkpoint_io.CheckpointError) as info:
         fc_model.load_network(path)
     assert "consume_prefix" not in str(info.value)
+
 
 # --------------------------------------------------------------------------- bad files
 
