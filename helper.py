@@ -15,7 +15,6 @@ import sys
 import zlib
 from pathlib import Path
 
-import matplotlib.pyplot as plt
 import numpy as np
 import torch
 from torch.utils.data import (
@@ -317,6 +316,14 @@ def fashion_mnist_loaders(data_dir=DEFAULT_DATA_DIR, batch_size=64, train_size=N
 
 # --------------------------------------------------------------------------- plots
 
+def _pyplot():
+    """matplotlib's pyplot, imported on the first plot: the processes of lesson 5 and the
+    data preparation never draw, and start faster without it."""
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
 def _as_numpy(tensor):
     """A detached CPU NumPy copy, whatever device the tensor is on."""
     return torch.as_tensor(tensor).detach().to("cpu", torch.float32).numpy().copy()
@@ -342,7 +349,7 @@ def imshow(image, ax=None, title=None, normalize=True, mean=MEAN, std=STD):
     if normalize:
         pixels = pixels * std + mean
     if ax is None:
-        _, ax = plt.subplots()
+        _, ax = _pyplot().subplots()
     ax.imshow(np.clip(pixels, 0, 1), cmap="gray", vmin=0, vmax=1)
     ax.axis("off")
     if title is not None:
@@ -359,7 +366,7 @@ def view_classify(image, probabilities, class_names=FASHION_MNIST_CLASSES, mean=
     ps = _as_numpy(probabilities).reshape(-1)
     if len(ps) != len(class_names):
         raise ValueError(f"got {len(ps)} probabilities for {len(class_names)} class names")
-    fig, (ax_image, ax_bars) = plt.subplots(figsize=(6, 9), ncols=2)
+    fig, (ax_image, ax_bars) = _pyplot().subplots(figsize=(6, 9), ncols=2)
     imshow(image, ax=ax_image, mean=mean, std=std)
     ax_bars.barh(np.arange(len(ps)), ps)
     ax_bars.set_aspect(0.1)
@@ -376,7 +383,7 @@ def plot_history(history):
     if not history:
         raise ValueError("the history is empty: train for at least print_every steps")
     steps = [record["step"] for record in history]
-    fig, (ax_loss, ax_accuracy) = plt.subplots(ncols=2, figsize=(10, 3.5))
+    fig, (ax_loss, ax_accuracy) = _pyplot().subplots(ncols=2, figsize=(10, 3.5))
     ax_loss.plot(steps, [r["train_loss"] for r in history], label="training loss")
     ax_loss.plot(steps, [r["test_loss"] for r in history], label="test loss")
     ax_loss.set_xlabel("step")

@@ -18,6 +18,26 @@ DATA_DIR = os.environ.get("FASHION_MNIST_ROOT", helper.DEFAULT_DATA_DIR)
 TRANSFORM = transforms.Compose([transforms.ToTensor(), transforms.Normalize((0.5,), (0.5,))])
 
 
+def assert_identical(actual, expected, where="the value"):
+    """Nested dicts (an OrderedDict counts as a dict), lists and tuples of tensors and plain
+    values, equal bit for bit (a tensor's dtype and shape included); the message names the
+    first item that differs."""
+    kinds = [dict if isinstance(value, dict) else type(value) for value in (actual, expected)]
+    assert kinds[0] is kinds[1], f"{where}: {kinds[0].__name__} != {kinds[1].__name__}"
+    if isinstance(expected, dict):
+        assert actual.keys() == expected.keys(), f"{where}: keys differ, {sorted(actual.keys() ^ expected.keys())}"
+        for key in expected:
+            assert_identical(actual[key], expected[key], f"{where}[{key!r}]")
+    elif isinstance(expected, (list, tuple)):
+        assert len(actual) == len(expected), f"{where}: lengths {len(actual)} != {len(expected)}"
+        for index, (a, b) in enumerate(zip(actual, expected)):
+            assert_identical(a, b, f"{where}[{index}]")
+    elif isinstance(expected, torch.Tensor):
+        assert actual.dtype == expected.dtype and torch.equal(actual, expected), f"{where} differs"
+    else:
+        assert actual == expected, f"{where}: {actual!r} != {expected!r}"
+
+
 @pytest.fixture(scope="session")
 def data_dir():
     """The lessons' data folder, filled from a local copy if needed (never from a fake)."""

@@ -20,8 +20,9 @@ from torch import nn
 from torchvision import datasets
 
 import checkpoint_io
+import distributed_checkpoints
 import fc_model
-from conftest import REPO, TRANSFORM
+from conftest import REPO, TRANSFORM, assert_identical
 
 sys.path.insert(0, str(REPO / "tools"))
 import build_notebooks  # noqa: E402
@@ -100,7 +101,7 @@ def installed_site(tmp_path_factory):
     subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps",
                     "--no-compile", "--no-build-isolation", "--target", str(site), str(REPO)],
                    check=True)
-    modules = {f"{name}.py" for name in build_notebooks.COMPANION_MODULES}
+    modules = {f"{name}.py" for name in build_notebooks.companion_modules()}
     assert modules <= {p.name for p in site.iterdir()}
     return site
 
@@ -204,12 +205,11 @@ def test_bad_parameters_stop_early_with_a_clear_error(path, parameters, environm
         run_notebooks.run_notebook(path, tmp_path / "out", parameters)
 
     assert message in info.value.evalue
-    nb = read(tmp_path / "out" / path.name)
-    first_training = min(i for i, c in enumerate(nb.cells)
-                         if c.cell_type == "code" and "fc_model.train(" in c.source)
-    failed = [i for i, c in enumerate(nb.cells)
-              if any(o.output_type == "error" for o in c.get("outputs", []))]
-    assert failed and failed[0] < first_training
+    # it stopped in the checks right after the parameters, before any training
+    cells = code_cells(read(tmp_path / "out" / path.name))
+    injected = next(i for i, c in enumerate(cells) if "injected-parameters" in c.metadata.get("tags", []))
+    failed = [i for i, c in enumerate(cells) if any(o.output_type == "error" for o in c.outputs)]
+    assert failed == [injected + 1]
 
 
 def test_main_job_reports_one_line_per_notebook(quick_main_job):
@@ -368,3 +368,31 @@ def test_lesson_4_files_are_what_the_lesson_says(quick_run):
     assert re.search(r"after 20 steps: warm start 0\.\d+, from scratch 0\.\d+", text)
     assert text.count("same predictions: True") == 4
 
+
+
+def test_lesson_5_left_the_checkpoints_it_describes(quick_run):
+    folder, nb = quick_run(REPO / "notebooks" / "en" / "05-distributed-checkpoints.ipynb")
+    files = folder / "distributed"
+    final = "step-000025"  # quick run: 1 epoch of 3200 images on 2 processes, batches of 64
+    for run in ("uninterrupted", "killed-and-resumed"):
+        assert distributed_checkpoints.latest_checkpoint(files / run).name == final
+        assert [p.name for p in distributed_checkpoints.step_folders(files / run)] == ["step-000020", final]
+    uninterrupted = distributed_checkpoints.to_single_file(files / "uninterrupted" / final,
+                                                           folder / "a.pt")
+    resumed = distributed_checkpoints.to_single_file(files / "killed-and-resumed" / final,
+                                                     folder / "b.pt")
+    assert_identical(resumed, uninterrupted)
+    network = fc_model.load_network(files / "for-inference.pth")
+    assert all(torch.equal(network.state_dict()[name], value)
+               for name, value in uninterrupted["app"]["model"].items())
+    with pytest.raises(checkpoint_io.CheckpointError, match="builtins.print is not part"):
+        distributed_checkpoints.check_metadata(files / "hostile")
+    text = "".join(o.get("text", "") for c in code_cells(nb) for o in c.outputs)
+    assert "rank 2 holds rows 342-511" in text and "exit status: 1" in text
+
+
+def test_lesson_5_needs_a_save_before_the_kill(tmp_path):
+    path = REPO / "notebooks" / "en" / "05-distributed-checkpoints.ipynb"
+    with pytest.raises(papermill.PapermillExecutionError) as info:
+        run_notebooks.run_notebook(path, tmp_path, {"train_size": 640})
+    assert "are 10 steps; this lesson needs more than 2 * save_every = 20" in info.value.evalue

@@ -56,7 +56,6 @@ COLAB_BADGE = "https://colab.research.google.com/assets/colab-badge.svg"
 KERNEL_ARGUMENTS = ["--IPKernelApp.log_level=CRITICAL"]
 
 TRANSLATION = "# zh-CN:"
-COMPANION_MODULES = ("helper", "fc_model", "checkpoint_io", "devices")
 
 # What every lesson must have; ``lesson_problems`` checks each of these.
 RULES = """\
@@ -379,9 +378,14 @@ def check():
     return problems
 
 
+def companion_modules():
+    """The companion modules, as pyproject.toml lists them for ``pip install .``."""
+    return read_pyproject()["tool"]["setuptools"]["py-modules"]
+
+
 def modules_outside_the_repository():
     """Companion modules that Python would import from somewhere other than this checkout."""
-    found = {name: importlib.util.find_spec(name) for name in COMPANION_MODULES}
+    found = {name: importlib.util.find_spec(name) for name in companion_modules()}
     return [f"{name} from {spec.origin if spec else 'nowhere'}" for name, spec in found.items()
             if spec is None or not Path(spec.origin).resolve().is_relative_to(REPO)]
 

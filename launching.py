@@ -1,0 +1,66 @@
+"""Starting a Python program on several processes with ``torchrun``, from Python or a notebook.
+
+``torchrun`` (the module ``torch.distributed.run``) starts one process per
+"rank", gives each of them the environment variables that
+``torch.distributed.init_process_group`` reads (``RANK``, ``WORLD_SIZE``,
+``LOCAL_RANK``, ``MASTER_ADDR``, ``MASTER_PORT``), watches them, and stops
+them all as soon as one fails. ``torchrun`` runs it with the interpreter of
+this notebook (``sys.executable``), so the processes see the same packages,
+and with ``--standalone``, which picks a free port on this machine.
+
+Each process gets ``OMP_NUM_THREADS=1`` unless the caller sets it: several
+processes that each use every core slow each other down.
+"""
+
+import os
+import subprocess
+import sys
+
+# How much of a failed run's output an error message quotes (its end, where the error is).
+OUTPUT_TAIL_CHARS = 3000
+
+
+class LaunchError(RuntimeError):
+    """A ``torchrun`` run that failed; the message quotes the end of its output."""
+
+
+def check_process_count(nproc):
+    """Raise ``ValueError`` unless ``nproc`` is a usable number of processes (1 to 64)."""
+    if isinstance(nproc, bool) or not isinstance(nproc, int) or not 1 <= nproc <= 64:
+        raise ValueError(f"the number of processes must be an integer from 1 to 64, got {nproc!r}")
+
+
+def torchrun_command(module, args=(), nproc=2):
+    """The command line that runs ``python -m module args`` on ``nproc`` processes."""
+    check_process_count(nproc)
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone",
+            f"--nproc-per-node={nproc}", "-m", module, *map(str, args)]
+
+
+def torchrun(module, args=(), nproc=2, check=True, timeout=600, env=None):
+    """Run ``python -m module args`` on ``nproc`` processes and wait for them all.
+
+    Args:
+        module: the module to run, for example ``"fsdp_training"``; it must
+            be importable (the current folder and ``PYTHONPATH`` count).
+        args: its command-line arguments.
+        nproc: the number of processes (ranks).
+        check: raise ``LaunchError`` if the run fails (otherwise look at
+            ``returncode``).
+        timeout: seconds before every process is stopped and
+            ``subprocess.TimeoutExpired`` is raised.
+        env: extra environment variables for the processes.
+
+    Returns:
+        The ``subprocess.CompletedProcess``, with ``stdout`` and ``stderr``
+        as text: what the ranks printed, and ``torchrun``'s own messages.
+    """
+    environment = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
+                   **(env or {})}
+    result = subprocess.run(torchrun_command(module, args, nproc), capture_output=True,
+                            text=True, timeout=timeout, env=environment)
+    if check and result.returncode != 0:
+        output = (result.stdout + result.stderr)[-OUTPUT_TAIL_CHARS:]
+        raise LaunchError(f"torchrun -m {module} on {nproc} process(es) failed with exit "
+                          f"status {result.returncode}; the end of its output:\n{output}")
+    return result
