@@ -54,8 +54,9 @@ _METADATA_GLOBALS = {
     ("torch.distributed.checkpoint.filesystem", "_StoragePrefix"),
     ("torch", "Size"),
     ("torch.serialization", "_get_layout"),
-    ("pathlib", "PosixPath"), ("pathlib", "WindowsPath"),
-    ("pathlib", "PurePosixPath"), ("pathlib", "PureWindowsPath"),
+    # the checkpoint's own path; Python 3.13 pickles pathlib's classes as pathlib._local
+    *((module, name) for module in ("pathlib", "pathlib._local")
+      for name in ("PosixPath", "WindowsPath", "PurePosixPath", "PureWindowsPath")),
     ("collections", "OrderedDict"),
 }
 

@@ -191,12 +191,14 @@ print(run.stdout)
 #
 # 每个 rank 一个文件（`__0_0.distcp` 和 `__1_0.distcp`），保存这个 rank 写出的分片。没有任何一个文件包含完整模型。`.metadata` 文件由 rank 0 在所有 rank 都写完之后写出，它相当于一份索引：记录了每个张量的完整形状，以及哪几行保存在哪里。
 
-# %%
+# %% tags=["nbval-ignore-output"]
 latest = distributed_checkpoints.latest_checkpoint(uninterrupted_dir)
 print("latest ->", (uninterrupted_dir / "latest").read_text().strip())
 print("step folders kept:", [p.name for p in distributed_checkpoints.step_folders(uninterrupted_dir)])
 for path in sorted(latest.iterdir()):
     print(f"  {path.name:14} {path.stat().st_size:>10,} bytes")
+assert sorted(path.name for path in latest.iterdir()) == \
+    [".metadata", *(f"__{rank}_0.distcp" for rank in range(world_size))]
 
 # %% [markdown] lang="en"
 # `check_metadata` reads the table of contents. Here is where the pieces of the first layer's weight are:
