@@ -191,8 +191,9 @@ def _unsafe_globals(path):
         return []
 
 
-def _torch_load(path, map_location):
-    """``torch.load`` with ``weights_only=True``, every failure turned into a CheckpointError."""
+def load_torch_file(path, map_location):
+    """``torch.load`` with ``weights_only=True``, every failure turned into a CheckpointError
+    (one that names the Python objects a refused file asks for)."""
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:
@@ -398,7 +399,7 @@ def _from_safetensors(path, map_location):
 
 
 def _from_torch_file(path, map_location):
-    obj = _torch_load(path, map_location)
+    obj = load_torch_file(path, map_location)
     form = obj.get("format") if isinstance(obj, Mapping) else None
     if isinstance(form, str) and form == CHECKPOINT_FORMAT:
         missing = [key for key in ("architecture", "model_state_dict", "optimizer_state_dict", "rng")

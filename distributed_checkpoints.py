@@ -283,12 +283,7 @@ def from_single_file(path, folder):
     if is_complete(folder):
         raise CheckpointError(f"{folder} already holds a distributed checkpoint; "
                               "choose a new folder so that it is not overwritten")
-    try:
-        state_dict = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        raise CheckpointError(f"{path} was refused by torch.load(weights_only=True): {err}") from err
-    except (RuntimeError, OSError, EOFError) as err:
-        raise CheckpointError(f"{path} is not a readable torch.save file ({err})") from err
+    state_dict = checkpoint_io.load_torch_file(path, map_location="cpu")
     if not isinstance(state_dict, dict):
         raise CheckpointError(f"{path} holds a {type(state_dict).__name__}, not a state dict")
     with _dcp_call():

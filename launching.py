@@ -16,6 +16,8 @@ import os
 import subprocess
 import sys
 
+from checkpoint_io import is_count
+
 # How much of a failed run's output an error message quotes (its end, where the error is).
 OUTPUT_TAIL_CHARS = 3000
 
@@ -26,7 +28,7 @@ class LaunchError(RuntimeError):
 
 def check_process_count(nproc):
     """Raise ``ValueError`` unless ``nproc`` is a usable number of processes (1 to 64)."""
-    if isinstance(nproc, bool) or not isinstance(nproc, int) or not 1 <= nproc <= 64:
+    if not is_count(nproc, 1) or nproc > 64:
         raise ValueError(f"the number of processes must be an integer from 1 to 64, got {nproc!r}")
 
 
