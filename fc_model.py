@@ -242,6 +242,13 @@ def _epoch_batches(trainloader, state, resumed_rng):
     return batches
 
 
+def progress_line(epoch, epochs, train_loss, test_loss, accuracy):
+    """The classic course's progress line, for example
+    ``Epoch: 1/2..  Training Loss: 0.616..  Test Loss: 0.474..  Test Accuracy: 0.829``."""
+    return (f"Epoch: {epoch}/{epochs}..  Training Loss: {train_loss:.3f}..  "
+            f"Test Loss: {test_loss:.3f}..  Test Accuracy: {accuracy:.3f}")
+
+
 def _report(state, model, test_batches, criterion, device, print_every, epochs):
     """Evaluate on the test set, print the classic progress line and add it to the history."""
     test_loss, accuracy = validation(model, test_batches, criterion, device)
@@ -254,10 +261,7 @@ def _report(state, model, test_batches, criterion, device, print_every, epochs):
     }
     state.history.append(record)
     state.running_loss = 0.0
-    print(f"Epoch: {state.epoch + 1}/{epochs}.. ",
-          f"Training Loss: {record['train_loss']:.3f}.. ",
-          f"Test Loss: {test_loss:.3f}.. ",
-          f"Test Accuracy: {accuracy:.3f}")
+    print(progress_line(state.epoch + 1, epochs, record["train_loss"], test_loss, accuracy))
     return accuracy
 
 

@@ -249,10 +249,9 @@ def _report(model, criterion, test_images, test_labels, device, progress, epochs
     sums = torch.tensor([loss_sum, test_loss, correct], dtype=torch.float64, device=device)
     dist.all_reduce(sums)
     if rank == 0:
-        print(f"Epoch: {progress['epoch']}/{epochs}.. ",
-              f"Training Loss: {sums[0].item() / train_batches:.3f}.. ",
-              f"Test Loss: {sums[1].item() / len(test_labels):.3f}.. ",
-              f"Test Accuracy: {sums[2].item() / len(test_labels):.3f}", flush=True)
+        print(fc_model.progress_line(progress["epoch"], epochs, sums[0].item() / train_batches,
+                                     sums[1].item() / len(test_labels),
+                                     sums[2].item() / len(test_labels)), flush=True)
 
 
 def _saved_world_size(folder):
