@@ -2,6 +2,7 @@
 #
 #   make run     the main job: execute every notebook (tools/run_notebooks.py)
 #   make test    the tests: unit tests, and nbval re-running every notebook
+#   make student the student edition (student/): the notebooks without solutions
 #
 # Set-up happens once and is skipped afterwards: a virtual environment in .venv
 # with torch, the requirements and the companion modules (editable), then
@@ -24,7 +25,7 @@ PIP := $(BIN)/python -m pip install --quiet --constraint constraints.txt
 # the files the lessons write stay out of notebooks/.
 TEST_NOTEBOOKS := build/test-notebooks
 
-.PHONY: run test setup data clean
+.PHONY: run test student setup data clean
 
 run: setup
 	$(BIN)/python tools/run_notebooks.py $(ARGS)
@@ -32,6 +33,9 @@ run: setup
 test: data
 	rm -rf $(TEST_NOTEBOOKS) && mkdir -p build && cp -R notebooks $(TEST_NOTEBOOKS)
 	$(BIN)/python -m pytest -n 2 --dist loadfile --nbval $(TEST_NOTEBOOKS) tests $(ARGS)
+
+student: setup
+	$(BIN)/python tools/build_notebooks.py --student
 
 setup: $(INSTALLED)
 

@@ -92,7 +92,7 @@ seed = 7                               # fixes the initial weights, the data ord
 # We check the parameters straight away, so a typo stops the notebook here with a clear message instead of deep inside training. `helper.prepare_fashion_mnist` makes sure the data set is in `data_dir`: if it is not, it copies a local copy (the folder named by the environment variable `FASHION_MNIST_SOURCE`, or Debian's `dataset-fashion-mnist` package) and otherwise lets torchvision download it. That way the notebook also works in a classroom with poor Wi-Fi.
 
 # %% [markdown] lang="zh-CN"
-# 我们先检查参数，这样一旦写错，notebook 会在这里停下并给出清楚的提示，而不是在训练进行到一半时才报错。`helper.prepare_fashion_mnist` 确保 `data_dir` 中有数据集：如果没有，它会从本地副本复制（环境变量 `FASHION_MNIST_SOURCE` 指定的目录，或 Debian 的 `dataset-fashion-mnist` 软件包），否则交给 torchvision 下载。这样即使在网络不好的教室里，本 notebook 也能正常运行。
+# 我们先检查参数，这样一旦写错，notebook 会在这里停下并给出清楚的提示，而不是在训练进行到一半时才报错。`helper.prepare_fashion_mnist` 确保 `data_dir` 中有数据集：如果没有，它会从本地副本复制（环境变量 `FASHION_MNIST_SOURCE` 指定的目录，或 Debian 的 `dataset-fashion-mnist` 软件包）；找不到本地副本时，才交给 torchvision 下载。这样即使在网络不好的教室里，本 notebook 也能正常运行。
 
 # %% tags=["nbval-ignore-output"]
 fc_model.check_positive_int(epochs=epochs)
@@ -100,16 +100,17 @@ device = devices.get_device(device)
 helper.prepare_fashion_mnist(data_dir)
 torch.manual_seed(seed)
 print(f"Training for {epochs} epoch(s) on {device}")
+# zh-CN: print(f"训练 {epochs} 轮，设备：{device}")
 
 # %% [markdown] lang="en"
 # ## Load the data
 #
-# This is the usual torchvision code. `ToTensor` turns each image into a tensor of values in [0, 1], and `Normalize((0.5,), (0.5,))` maps them to [-1, 1]. Since the files are already in `data_dir`, `download=True` downloads nothing.
+# Fashion-MNIST holds 28×28 grey images of clothing in ten classes: T-shirt/top, Trouser, Pullover, Dress, Coat, Sandal, Shirt, Sneaker, Bag and Ankle boot. This is the usual torchvision code. `ToTensor` turns each image into a tensor of values in [0, 1], and `Normalize((0.5,), (0.5,))` maps them to [-1, 1]. Since the files are already in `data_dir`, `download=True` downloads nothing.
 
 # %% [markdown] lang="zh-CN"
 # ## 加载数据
 #
-# 这是常见的 torchvision 写法。`ToTensor` 把每张图像转成取值在 [0, 1] 的张量，`Normalize((0.5,), (0.5,))` 再把它们映射到 [-1, 1]。由于文件已经在 `data_dir` 中，`download=True` 不会再下载任何东西。
+# Fashion-MNIST 由 28×28 的灰度服饰图像组成，共十个类别：T恤/上衣（T-shirt/top）、裤子（Trouser）、套头衫（Pullover）、连衣裙（Dress）、外套（Coat）、凉鞋（Sandal）、衬衫（Shirt）、运动鞋（Sneaker）、包（Bag）和短靴（Ankle boot）；notebook 输出的类别名保留英文。这是常见的 torchvision 写法。`ToTensor` 把每张图像转成取值在 [0, 1] 的张量，`Normalize((0.5,), (0.5,))` 再把它们映射到 [-1, 1]。由于文件已经在 `data_dir` 中，`download=True` 不会再下载任何东西。
 
 # %%
 # Define a transform to normalize the data
@@ -128,6 +129,7 @@ testset = datasets.FashionMNIST(data_dir, download=True, train=False, transform=
 testloader = torch.utils.data.DataLoader(testset, batch_size=64)
 
 print(len(trainset), "training images,", len(testset), "test images")
+# zh-CN: print(len(trainset), "张训练图像和", len(testset), "张测试图像")
 
 # %% [markdown] lang="en"
 # Here is one of the images. `helper.imshow` undoes the normalisation before drawing it in grey.
@@ -160,7 +162,9 @@ with torch.random.fork_rng():
     classic_images, classic_labels = first_batch(trainloader, seed=1)
     fast_images, fast_labels = first_batch(fast_trainloader, seed=1)
 print("the same images:", torch.equal(classic_images, fast_images))
+# zh-CN: print("图像相同：", torch.equal(classic_images, fast_images))
 print("the same labels:", torch.equal(classic_labels, fast_labels))
+# zh-CN: print("标签相同：", torch.equal(classic_labels, fast_labels))
 
 # %% [markdown] lang="en"
 # Timing the first 200 batches of an epoch through each loader, and scaling that to the whole epoch, shows what the transforms cost (the figures depend on your machine):
@@ -177,7 +181,9 @@ def seconds_per_epoch(loader, batches=200):
 
 with torch.random.fork_rng():
     print(f"one epoch: {seconds_per_epoch(trainloader):.2f} s transforming every image, "
+    # zh-CN: print(f"每轮用时：逐张变换图像 {seconds_per_epoch(trainloader):.2f} 秒，"
           f"{seconds_per_epoch(fast_trainloader):.2f} s transformed once")
+          # zh-CN: f"只变换一次 {seconds_per_epoch(fast_trainloader):.2f} 秒")
 
 # %% [markdown] lang="en"
 # ## Train a network
@@ -215,11 +221,13 @@ figure = helper.plot_history(history)
 #
 # 每次要用网络时都重新训练一遍并不现实。更好的做法是保存训练好的网络，之后再加载，用来继续训练或进行预测。
 #
-# PyTorch 网络学到的东西保存在它的 `state_dict`（状态字典）中。这是一个有序字典，把每个参数*和缓冲区*（buffer）的名字映射到一个张量。在这里，就是每一层的权重和偏置。缓冲区是层中保存的、但不通过梯度下降训练的张量，比如批量归一化（batch normalization）的滑动统计量；这个网络没有缓冲区。dropout 两者都没有，所以字典里没有它。
+# PyTorch 网络学到的内容保存在它的 `state_dict`（状态字典）中。这是一个有序字典，把每个参数*和缓冲区*（buffer）的名字映射到一个张量。在这里，就是每一层的权重和偏置。缓冲区是层中保存的、但不通过梯度下降训练的张量，比如批量归一化（batch normalization）的滑动统计量；这个网络没有缓冲区。dropout 两者都没有，所以字典里没有它。
 
 # %%
 print("Our model: \n\n", model, '\n')
+# zh-CN: print("我们的模型：\n\n", model, '\n')
 print("The state dict keys: \n\n", model.state_dict().keys())
+# zh-CN: print("状态字典的键：\n\n", model.state_dict().keys())
 
 # %% [markdown] lang="en"
 # `state_dict()` copies nothing: its tensors *are* the model's parameters, so they change whenever training goes on. To keep a snapshot, for example the best weights so far, copy it with `copy.deepcopy` or save it to a file straight away. Comparing memory addresses shows the difference:
@@ -231,7 +239,9 @@ print("The state dict keys: \n\n", model.state_dict().keys())
 live = model.state_dict()
 snapshot = copy.deepcopy(model.state_dict())
 print("state_dict() shares the model's memory:", live['output.bias'].data_ptr() == model.output.bias.data_ptr())
+# zh-CN: print("state_dict() 与模型共享内存： ", live['output.bias'].data_ptr() == model.output.bias.data_ptr())
 print("a deep copy shares it:                 ", snapshot['output.bias'].data_ptr() == model.output.bias.data_ptr())
+# zh-CN: print("深拷贝的副本与模型共享内存：", snapshot['output.bias'].data_ptr() == model.output.bias.data_ptr())
 
 # %% [markdown] lang="en"
 # The simplest thing to do is to save the state dict with `torch.save`, here to a file `checkpoint.pth` (`.pth` and `.pt` are the usual extensions for PyTorch files).
@@ -284,6 +294,8 @@ try:
     # zh-CN: 这里会失败：张量尺寸不匹配
     other_model.load_state_dict(state_dict)
 except RuntimeError as error:
+    print("load_state_dict refused the weights and listed every size mismatch:")
+    # zh-CN: print("load_state_dict 拒绝加载这些权重，并列出了每一处尺寸不匹配：")
     print(error)
 
 # %% [markdown] lang="en"
@@ -368,7 +380,9 @@ _, trained_accuracy = fc_model.validation(model, fast_testloader, criterion)
 _, loaded_accuracy = fc_model.validation(loaded_model, fast_testloader, criterion)
 assert loaded_accuracy == trained_accuracy
 print(f"Test accuracy of the trained model:  {trained_accuracy:.4f}")
+# zh-CN: print(f"训练好的模型的测试准确率：  {trained_accuracy:.4f}")
 print(f"Test accuracy of the reloaded model: {loaded_accuracy:.4f}")
+# zh-CN: print(f"重新加载的模型的测试准确率：{loaded_accuracy:.4f}")
 
 # %% [markdown] lang="en"
 # Finally, the reloaded model classifies a test image. `torch.exp` turns the network's log-probabilities into probabilities.
@@ -380,6 +394,7 @@ print(f"Test accuracy of the reloaded model: {loaded_accuracy:.4f}")
 with torch.no_grad():
     probabilities = torch.exp(loaded_model(test_images[:1]))
 print("Label:", helper.FASHION_MNIST_CLASSES[test_labels[0]])
+# zh-CN: print("标签：", helper.FASHION_MNIST_CLASSES[test_labels[0]])
 figure = helper.view_classify(test_images[0], probabilities)
 
 # %% [markdown] lang="en"
@@ -397,3 +412,71 @@ figure = helper.view_classify(test_images[0], probabilities)
 # - 用 `torch.load(path, map_location=..., weights_only=True)` 加载，再对同样架构的模型调用 `model.load_state_dict(...)`；只要有键或尺寸不匹配，它就会报错。
 # - `map_location` 决定加载出来的张量放在哪里，`model.to(device)` 决定模型放在哪里；`load_state_dict` 只复制数值，不移动任何东西。
 # - 把架构一并存入检查点，这样只凭文件就能重建模型；预测之前记得调用 `eval()`。
+
+# %% [markdown] lang="en"
+# ## Exercises
+#
+# Now write the code yourself. Each exercise asks for a function; the cell after it checks your answer on a small network of its own and says what is missing or wrong. The exercises need nothing from the cells above except the next cell, so they also work after a kernel restart. In the student edition each answer is `raise NotImplementedError()`: replace it with your code.
+
+# %% [markdown] lang="zh-CN"
+# ## 练习
+#
+# 现在轮到你自己写代码了。每道练习要求写一个函数；紧随其后的检查单元格会用它自己创建的小网络检验你的答案，并指出缺了什么或错在哪里。这些练习只依赖紧接着的下一个单元格，不需要上面的任何单元格，所以重启内核之后也能直接做。在学生版中，每个答案都是 `raise NotImplementedError()`：把它换成你的代码。
+
+# %%
+import copy
+
+import torch
+
+import exercise_checks
+
+check = exercise_checks.for_lesson(1, language="en")
+# zh-CN: check = exercise_checks.for_lesson(1, language="zh-CN")
+
+# %% [markdown] lang="en"
+# **Exercise 1.1: save the weights, and only the weights.** Write `save_weights(model, path)` so that the file holds the model's `state_dict` and loads with `torch.load(path, weights_only=True)`.
+
+# %% [markdown] lang="zh-CN"
+# **练习 1.1：只保存权重。** 编写 `save_weights(model, path)`，使文件中保存的是模型的 `state_dict`，并且能用 `torch.load(path, weights_only=True)` 加载。
+
+# %%
+def save_weights(model, path):
+    ### BEGIN SOLUTION
+    torch.save(model.state_dict(), path)
+    ### END SOLUTION
+
+
+# %%
+check.exercise_1(save_weights)
+
+# %% [markdown] lang="en"
+# **Exercise 1.2: a snapshot that training does not change.** Write `snapshot(model)`, which returns the model's weights as they are now, so that they stay the same while the model trains on (you would use it to keep the best weights seen so far). Remember what `state_dict()` returns.
+
+# %% [markdown] lang="zh-CN"
+# **练习 1.2：不随训练改变的快照。** 编写 `snapshot(model)`，返回模型此刻的权重，而且这些权重在模型继续训练时保持不变（可以用它保留到目前为止最好的权重）。回想一下 `state_dict()` 返回的是什么。
+
+# %%
+def snapshot(model):
+    ### BEGIN SOLUTION
+    return copy.deepcopy(model.state_dict())
+    ### END SOLUTION
+
+
+# %%
+check.exercise_2(snapshot)
+
+# %% [markdown] lang="en"
+# ## Further reading
+#
+# - This lesson is based on "Saving and Loading Models" of Udacity's [deep-learning-v2-pytorch](https://github.com/udacity/deep-learning-v2-pytorch) course (`intro-to-pytorch`, part 6).
+# - PyTorch tutorial: [Saving and loading models](https://pytorch.org/tutorials/beginner/saving_loading_models.html).
+# - PyTorch notes: [Serialization semantics](https://pytorch.org/docs/stable/notes/serialization.html), on what `torch.save` writes and what `torch.load` accepts.
+# - API: [`torch.save`](https://pytorch.org/docs/stable/generated/torch.save.html), [`torch.load`](https://pytorch.org/docs/stable/generated/torch.load.html), [`Module.load_state_dict`](https://pytorch.org/docs/stable/generated/torch.nn.Module.html#torch.nn.Module.load_state_dict).
+
+# %% [markdown] lang="zh-CN"
+# ## 延伸阅读
+#
+# - 本课改编自 Udacity 课程 [deep-learning-v2-pytorch](https://github.com/udacity/deep-learning-v2-pytorch) 中的“Saving and Loading Models”（`intro-to-pytorch` 第 6 部分）。
+# - PyTorch 教程：[Saving and loading models](https://pytorch.org/tutorials/beginner/saving_loading_models.html)（保存与加载模型）。
+# - PyTorch 说明文档：[Serialization semantics](https://pytorch.org/docs/stable/notes/serialization.html)（序列化语义），讲解 `torch.save` 写入了什么、`torch.load` 接受什么。
+# - API：[`torch.save`](https://pytorch.org/docs/stable/generated/torch.save.html)、[`torch.load`](https://pytorch.org/docs/stable/generated/torch.load.html)、[`Module.load_state_dict`](https://pytorch.org/docs/stable/generated/torch.nn.Module.html#torch.nn.Module.load_state_dict)。

@@ -35,7 +35,7 @@
 # %% [markdown] lang="zh-CN"
 # # 检查点与恢复训练
 #
-# 第 1 课保存了训练好的模型，用来做预测。长时间的训练还需要更多：训练可能中途停止（程序崩溃、合上笔记本电脑、共享 GPU 的时间用完），而我们希望它能像什么都没发生过一样继续下去。在这节课里，你将：
+# 第 1 课保存了训练好的模型，用来做预测。长时间的训练需要的还不止这些：训练可能中途停止（程序崩溃、合上笔记本电脑、共享 GPU 的时间用完），而我们希望它能像什么都没发生过一样继续下去。在这节课里，你将：
 #
 # 1. 了解优化器也有 `state_dict`，以及为什么恢复训练离不开它；
 # 2. 构建一个*通用检查点*：包含继续训练所需的一切，而且只包含能安全加载的内容；
@@ -86,16 +86,22 @@ seed = 7                               # fixes the initial weights, the data ord
 fc_model.check_positive_int(epochs=epochs, stop_after=stop_after, train_size=train_size)
 if stop_after >= epochs:
     raise ValueError(f"stop_after ({stop_after}) must be less than epochs ({epochs}), "
+    # zh-CN: raise ValueError(f"stop_after（{stop_after}）必须小于 epochs（{epochs}），"
                      "so that some training is left to resume: this lesson needs at least "
+                     # zh-CN: "这样才留有可以恢复的训练：本课至少需要 "
                      "2 epochs (for a quicker run, lower train_size instead)")
+                     # zh-CN: "2 轮（想运行得更快，请改为减小 train_size）")
 if train_size > 60000:
     raise ValueError(f"train_size can be at most 60000 (the training set), got {train_size}")
+    # zh-CN: raise ValueError(f"train_size 最多为 60000（训练集的大小），实际为 {train_size}")
 device = devices.get_device(device)
 helper.prepare_fashion_mnist(data_dir)
 checkpoint_dir = Path(checkpoint_dir)
 checkpoint_dir.mkdir(parents=True, exist_ok=True)
 print(f"{epochs} epochs on {device}, interrupted after {stop_after}; "
+# zh-CN: print(f"共 {epochs} 轮，设备：{device}，训练 {stop_after} 轮后中断；"
       f"{train_size} training images")
+      # zh-CN: f"使用 {train_size} 张训练图像")
 
 # %% [markdown] lang="en"
 # ## The data
@@ -105,7 +111,7 @@ print(f"{epochs} epochs on {device}, interrupted after {stop_after}; "
 # %% [markdown] lang="zh-CN"
 # ## 数据
 #
-# 使用第 1 课中的快速 Fashion-MNIST 数据加载器，由 `helper.fashion_mnist_loaders` 创建（批次与 torchvision 的数据加载器完全相同，但每张图像只变换一次），这里只使用前 `train_size` 张训练图像。
+# 这里沿用第 1 课中由 `helper.fashion_mnist_loaders` 创建的快速 Fashion-MNIST 数据加载器（批次与 torchvision 的数据加载器完全相同，但每张图像只变换一次），只取前 `train_size` 张训练图像。
 
 # %%
 trainloader, testloader = helper.fashion_mnist_loaders(data_dir, train_size=train_size)
@@ -156,8 +162,10 @@ for index, state in sgd.state_dict()['state'].items():
 # %%
 adam = optim.Adam(model.parameters(), lr=0.001)
 print("before a step:", adam.state_dict()['state'])
+# zh-CN: print("训练一步之前：", adam.state_dict()['state'])
 training_step(model, adam)
 print("after a step: ", {name: (value if value.dim() == 0 else tuple(value.shape))
+# zh-CN: print("训练一步之后：", {name: (value if value.dim() == 0 else tuple(value.shape))
                           for name, value in adam.state_dict()['state'][0].items()})
 
 # %% [markdown] lang="en"
@@ -166,7 +174,7 @@ print("after a step: ", {name: (value if value.dim() == 0 else tuple(value.shape
 # (We pass a *copy* of the state dict: `load_state_dict` keeps the tensors it is given, so two optimizers loaded from one in-memory `state_dict` would share and update the same tensors. Loading from a file never has that problem.)
 
 # %% [markdown] lang="zh-CN"
-# 如果恢复训练时只恢复模型权重、却使用*新的*优化器，会怎样？下面两份模型副本从相同的权重继续训练：一份用 `load_state_dict` 恢复了 Adam 的状态，另一份使用全新的 Adam。只走一步，权重就已经不同了：没有优化器状态，恢复的就不是原来那次训练。
+# 如果恢复训练时只恢复模型权重、却使用*新的*优化器，会怎样？下面两份模型副本从相同的权重继续训练：一份用 `load_state_dict` 恢复了 Adam 的状态，另一份使用全新的 Adam。只训练一步，权重就已经不同了：没有优化器状态，恢复的就不是原来那次训练。
 #
 # （这里传入的是状态字典的*副本*：`load_state_dict` 会直接使用传给它的张量，如果两个优化器加载同一个内存中的 `state_dict`，它们就会共享并同时更新这些张量。从文件加载则不存在这个问题。）
 
@@ -186,8 +194,10 @@ torch.manual_seed(seed)
 training_step(fresh_model, fresh_adam)
 
 for name, other in [("restored optimizer", restored_model), ("fresh optimizer", fresh_model)]:
+# zh-CN: for name, other in [("恢复了状态的优化器", restored_model), ("全新的优化器", fresh_model)]:
     same = all(torch.equal(a, b) for a, b in zip(model.parameters(), other.parameters()))
     print(f"{name}: same weights as the original run? {same}")
+    # zh-CN: print(f"使用{name}，权重与原来的训练相同：{same}")
 
 # %% [markdown] lang="en"
 # ## A general checkpoint
@@ -214,6 +224,8 @@ torch.save({'epoch': 1,
 try:
     torch.load(recipe_path, weights_only=True)
 except pickle.UnpicklingError as error:
+    print("torch.load(weights_only=True) refused the checkpoint:")
+    # zh-CN: print("torch.load(weights_only=True) 拒绝加载这个检查点：")
     print(next(line.strip() for line in str(error).splitlines() if 'Unsupported global' in line))
 
 # %% [markdown] lang="en"
@@ -224,6 +236,8 @@ except pickle.UnpicklingError as error:
 # `checkpoint_io.save_checkpoint` writes such a checkpoint: a format tag, the architecture (as in lesson 1), both state dicts, the generator states and whatever training state you pass as plain values. It writes **atomically**: first to a temporary file in the same folder, flushed to disk, then renamed over the old checkpoint in one step. A crash or a kill during a save leaves the previous checkpoint intact, never a half-written file.
 
 # %% [markdown] lang="zh-CN"
+# 这条英文错误信息建议用 `torch.serialization.add_safe_globals` 或 `safe_globals` 放行 `NLLLoss` 这个类；不过在这里，直接保存数字要简单得多。
+#
 # - **保存随机数生成器的状态**。打乱数据和 dropout 都要用到随机数。要想*完全一致*地继续训练，随机数生成器必须回到写入检查点时的状态。
 #
 # 文件扩展名只是一种约定：`.pt` 和 `.pth` 是 `torch.save` 常用的扩展名，上面那种常见做法用的 `.tar` 也只是它自己的约定；不管文件叫什么名字，`torch.save` 写出的都是 zip 归档。选定一种并始终如一即可。
@@ -320,8 +334,11 @@ same_weights = same_tensors(model_a.state_dict().values(), model_c.state_dict().
 state_a, state_c = optimizer_a.state_dict()['state'], optimizer_c.state_dict()['state']
 same_adam_state = all(same_tensors(state_a[i].values(), state_c[i].values()) for i in state_a)
 print("bit-identical weights:", same_weights)
+# zh-CN: print("权重逐位相同：", same_weights)
 print("bit-identical Adam state:", same_adam_state)
+# zh-CN: print("Adam 状态逐位相同：", same_adam_state)
 print("same history:", history_a == history_c)
+# zh-CN: print("训练记录相同：", history_a == history_c)
 if device.type == "cpu":
     assert same_weights and same_adam_state and history_a == history_c
 
@@ -363,8 +380,10 @@ test_images = test_images.to(device)
 with torch.no_grad():
     model_c.train()
     print("training mode, two calls agree:  ", torch.equal(model_c(test_images), model_c(test_images)))
+    # zh-CN: print("训练模式下，两次调用结果一致：", torch.equal(model_c(test_images), model_c(test_images)))
     model_c.eval()
     print("evaluation mode, two calls agree:", torch.equal(model_c(test_images), model_c(test_images)))
+    # zh-CN: print("评估模式下，两次调用结果一致：", torch.equal(model_c(test_images), model_c(test_images)))
 
 # %% [markdown] lang="en"
 # ## The latest and the best checkpoint
@@ -382,6 +401,7 @@ for path in (latest_path, best_path):
     network = fc_model.load_network(path, map_location=device)
     _, accuracy = fc_model.validation(network, testloader, criterion)
     print(f"{path.name:10} saved at step {saved['step']:5}, test accuracy {accuracy:.4f}")
+    # zh-CN: print(f"{path.name:10} 保存于第 {saved['step']:5} 步，测试准确率 {accuracy:.4f}")
 assert checkpoint_io.load_checkpoint(best_path)['best_accuracy'] >= history_c[-1]['test_accuracy']
 
 # %% [markdown] lang="en"
@@ -392,7 +412,7 @@ assert checkpoint_io.load_checkpoint(best_path)['best_accuracy'] >= history_c[-1
 # %% [markdown] lang="zh-CN"
 # ## 文件损坏时
 #
-# 只复制了一半的检查点，或者其他类型的文件，会得到一条指明文件名和问题所在的错误信息，而不是来自反序列化器深处的一长串回溯：
+# 只复制了一半的检查点，或者其他类型的文件，会得到一条指明文件名和问题所在的错误信息，而不是来自反序列化器深处的一长串回溯。下面这条英文信息来自 `checkpoint_io`：它说明这个文件不是完整的 PyTorch 检查点，可能被截断、已经损坏，或者根本不是由 `torch.save` 写出的。
 
 # %%
 broken_path = checkpoint_dir / 'broken.pt'
@@ -400,6 +420,8 @@ broken_path.write_bytes(latest_path.read_bytes()[:100_000])
 try:
     checkpoint_io.load_checkpoint(broken_path)
 except checkpoint_io.CheckpointError as error:
+    print("checkpoint_io.load_checkpoint refused the damaged file:")
+    # zh-CN: print("checkpoint_io.load_checkpoint 拒绝了这个损坏的文件：")
     print(error)
 
 # %% [markdown] lang="en"
@@ -415,3 +437,99 @@ except checkpoint_io.CheckpointError as error:
 # - 优化器的 `state_dict` 是训练状态的一部分：恢复时缺了它，训练过程就变了。
 # - 通用检查点包含轮数和步数、模型和优化器的状态字典、以数字形式保存的损失、架构以及随机数生成器状态，而且这些内容都能用 `weights_only=True` 加载。
 # - 以原子方式写入检查点，保留最新的用于恢复训练、最佳的用于预测，并在推理前调用 `eval()`。
+
+# %% [markdown] lang="en"
+# ## Exercises
+#
+# In this lesson `fc_model.train` saved and resumed for you. Now write that code yourself. Each exercise asks for a function; the cell after it checks your answer on a small model of its own and says what is missing or wrong. The exercises need nothing from the cells above except the next cell, so they also work after a kernel restart. In the student edition each answer is `raise NotImplementedError()`: replace it with your code.
+
+# %% [markdown] lang="zh-CN"
+# ## 练习
+#
+# 本课中保存和恢复都由 `fc_model.train` 替你完成。现在请自己写这些代码。每道练习要求写一个函数；紧随其后的检查单元格会用它自己创建的小模型检验你的答案，并指出缺了什么或错在哪里。这些练习只依赖紧接着的下一个单元格，不需要上面的任何单元格，所以重启内核之后也能直接做。在学生版中，每个答案都是 `raise NotImplementedError()`：把它换成你的代码。
+
+# %%
+from pathlib import Path
+
+import torch
+from torch import nn
+
+import exercise_checks
+
+check = exercise_checks.for_lesson(2, language="en")
+# zh-CN: check = exercise_checks.for_lesson(2, language="zh-CN")
+
+# %% [markdown] lang="en"
+# **Exercise 2.1: a general checkpoint.** Write `save_general_checkpoint(path, model, optimizer, epoch)`. It saves a dict with the keys `"epoch"`, `"model_state_dict"` and `"optimizer_state_dict"`, so that the file loads with `weights_only=True`.
+
+# %% [markdown] lang="zh-CN"
+# **练习 2.1：通用检查点。** 编写 `save_general_checkpoint(path, model, optimizer, epoch)`。它保存一个字典，键为 `"epoch"`、`"model_state_dict"` 和 `"optimizer_state_dict"`，使文件可以用 `weights_only=True` 加载。
+
+# %%
+def save_general_checkpoint(path, model, optimizer, epoch):
+    ### BEGIN SOLUTION
+    torch.save({"epoch": epoch,
+                "model_state_dict": model.state_dict(),
+                "optimizer_state_dict": optimizer.state_dict()}, path)
+    ### END SOLUTION
+
+
+# %%
+check.exercise_1(save_general_checkpoint)
+
+# %% [markdown] lang="en"
+# **Exercise 2.2: resume.** Write `resume(path, model, optimizer)`: it loads such a file safely, puts its state into `model` and `optimizer` (which already exist, with the right shapes) and returns the epoch it holds. The check also hands it a hostile file, which must be refused.
+
+# %% [markdown] lang="zh-CN"
+# **练习 2.2：恢复。** 编写 `resume(path, model, optimizer)`：它安全地加载这样的文件，把其中的状态放进 `model` 和 `optimizer`（两者都已存在，形状也正确），并返回文件中保存的轮数。检查单元格还会交给它一个恶意文件，它必须拒绝这个文件。
+
+# %%
+def resume(path, model, optimizer):
+    ### BEGIN SOLUTION
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    model.load_state_dict(checkpoint["model_state_dict"])
+    optimizer.load_state_dict(checkpoint["optimizer_state_dict"])
+    return checkpoint["epoch"]
+    ### END SOLUTION
+
+
+# %%
+check.exercise_2(resume)
+
+# %% [markdown] lang="en"
+# **Exercise 2.3: the training loop that survives a stop.** Write `train_with_checkpoints(model, optimizer, batches, epochs, path)`. If `path` exists, it resumes from it (exercise 2.2); then it trains the epochs that are left, up to `epochs`, and saves a general checkpoint (exercise 2.1) after every epoch, with the number of epochs done so far. One epoch is one pass over `batches`, a list of `(inputs, targets)` pairs; each step is `optimizer.zero_grad()`, `nn.functional.mse_loss(model(inputs), targets).backward()`, `optimizer.step()`. The check trains 3 epochs straight; then 1 epoch, a stop, and, with a fresh model, a run to 3 epochs; and compares the weights bit for bit.
+
+# %% [markdown] lang="zh-CN"
+# **练习 2.3：中断后仍能继续的训练循环。** 编写 `train_with_checkpoints(model, optimizer, batches, epochs, path)`。如果 `path` 存在，就先从它恢复（练习 2.2）；然后训练剩下的轮数，直到 `epochs` 轮，并在每一轮之后保存一个通用检查点（练习 2.1），记录到目前为止完成的轮数。一轮就是遍历一次 `batches`，它是由 `(inputs, targets)` 组成的列表；每一步依次是 `optimizer.zero_grad()`、`nn.functional.mse_loss(model(inputs), targets).backward()` 和 `optimizer.step()`。检查单元格会先不间断地训练 3 轮；再训练 1 轮后停下，换一个新模型运行到第 3 轮；然后逐位比较两次得到的权重。
+
+# %%
+def train_with_checkpoints(model, optimizer, batches, epochs, path):
+    ### BEGIN SOLUTION
+    done = resume(path, model, optimizer) if Path(path).exists() else 0
+    for epoch in range(done, epochs):
+        for inputs, targets in batches:
+            optimizer.zero_grad()
+            nn.functional.mse_loss(model(inputs), targets).backward()
+            optimizer.step()
+        save_general_checkpoint(path, model, optimizer, epoch + 1)
+    ### END SOLUTION
+
+
+# %%
+check.exercise_3(train_with_checkpoints)
+
+# %% [markdown] lang="en"
+# ## Further reading
+#
+# - PyTorch recipe: [Saving and loading a general checkpoint](https://pytorch.org/tutorials/recipes/recipes/saving_and_loading_a_general_checkpoint.html).
+# - PyTorch tutorial: [Saving and loading models](https://pytorch.org/tutorials/beginner/saving_loading_models.html), section "Saving & Loading a General Checkpoint for Inference and/or Resuming Training".
+# - PyTorch notes: [Reproducibility](https://pytorch.org/docs/stable/notes/randomness.html), on random seeds and deterministic algorithms, and [Serialization semantics](https://pytorch.org/docs/stable/notes/serialization.html).
+# - API: [`Optimizer.state_dict`](https://pytorch.org/docs/stable/generated/torch.optim.Optimizer.state_dict.html), [`torch.get_rng_state`](https://pytorch.org/docs/stable/generated/torch.get_rng_state.html).
+
+# %% [markdown] lang="zh-CN"
+# ## 延伸阅读
+#
+# - PyTorch 实用示例：[Saving and loading a general checkpoint](https://pytorch.org/tutorials/recipes/recipes/saving_and_loading_a_general_checkpoint.html)（保存和加载通用检查点）。
+# - PyTorch 教程：[Saving and loading models](https://pytorch.org/tutorials/beginner/saving_loading_models.html) 中的“Saving & Loading a General Checkpoint for Inference and/or Resuming Training”一节。
+# - PyTorch 说明文档：[Reproducibility](https://pytorch.org/docs/stable/notes/randomness.html)（可复现性），讲随机种子和确定性算法；以及 [Serialization semantics](https://pytorch.org/docs/stable/notes/serialization.html)（序列化语义）。
+# - API：[`Optimizer.state_dict`](https://pytorch.org/docs/stable/generated/torch.optim.Optimizer.state_dict.html)、[`torch.get_rng_state`](https://pytorch.org/docs/stable/generated/torch.get_rng_state.html)。

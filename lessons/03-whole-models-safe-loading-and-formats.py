@@ -34,11 +34,11 @@
 # %% [markdown] lang="zh-CN"
 # # 完整模型、安全加载与文件格式
 #
-# 第 1、2 课保存的都是 `state_dict`：张量和普通的值。但人们还会保存、分享和下载其他东西。在这节课里，你将：
+# 第 1、2 课保存的都是 `state_dict`：张量和普通的值。但人们保存、分享和下载的还不止这些。在这节课里，你将：
 #
 # 1. 用 `torch.save(model, path)` 保存*完整模型*，看看文件里究竟存了什么，以及 `torch.load` 为什么默认拒绝加载它；
 # 2. 只放行它需要的那几个类，安全地把它加载进来；
-# 3. 理解这为什么重要：检查点文件在反序列化时可以执行代码，而 `weights_only=True` 能挡住暗藏的恶意代码；
+# 3. 理解这为什么重要：检查点文件在反序列化时可以执行代码，而 `weights_only=True` 能挡住植入的恶意载荷；
 # 4. 把权重保存为 **safetensors** 格式，并把架构写入文件的元数据，再与 `torch.save` 比较文件大小和加载时间；
 # 5. 用 `torch.export` 把训练好的网络导出为 `.pt2` 文件，PyTorch 不需要 `fc_model` 的源代码也能运行它。
 
@@ -86,6 +86,7 @@ model_dir = Path(model_dir)
 model_dir.mkdir(parents=True, exist_ok=True)
 torch.manual_seed(seed)
 print(f"Training for {epochs} epoch(s) on {device}")
+# zh-CN: print(f"训练 {epochs} 轮，设备：{device}")
 
 # %% [markdown] lang="en"
 # ## A trained network
@@ -117,7 +118,7 @@ test_images = test_images.to(device)
 # %% [markdown] lang="zh-CN"
 # ## 保存完整模型
 #
-# `torch.save(model, path)` 会把模型对象本身 pickle 下来，之后加载时就不需要编写重建网络的代码了。这很诱人，但文件里并没有网络的代码：pickle 只保存了每个类的*引用*（比如 `fc_model.Network`）以及对象的属性。`torch.serialization.get_unsafe_globals_in_checkpoint` 可以列出一个文件在张量和普通容器之外引用的类和函数：
+# `torch.save(model, path)` 会用 pickle 序列化模型对象本身，之后加载时就不需要编写重建网络的代码了。这很诱人，但文件里并没有网络的代码：pickle 只保存了每个类的*引用*（比如 `fc_model.Network`）以及对象的属性。`torch.serialization.get_unsafe_globals_in_checkpoint` 可以列出一个文件在张量和普通容器之外引用的类和函数：
 
 # %%
 whole_path = model_dir / 'whole_model.pth'
@@ -145,18 +146,24 @@ try:
     torch.load(tiny_path, weights_only=False)   # only because we made this file ourselves
                                                 # zh-CN: 仅因为这个文件是我们自己生成的
 except AttributeError as error:
+    print("the class is gone, so the file no longer loads:")
+    # zh-CN: print("类已经不存在，这个文件就加载不了：")
     print(type(error).__name__ + ":", error)
 
 # %% [markdown] lang="en"
 # Since PyTorch 2.6, `torch.load` uses `weights_only=True` by default. It rebuilds tensors, numbers, strings and containers, and refuses every other class unless you allow it. Our whole-model file is refused:
 
 # %% [markdown] lang="zh-CN"
+# pickle 在 `__main__` 中找不到名为 `TinyNet` 的类，于是加载失败。
+#
 # 从 PyTorch 2.6 起，`torch.load` 默认使用 `weights_only=True`。它只重建张量、数字、字符串和容器，除非你明确放行，否则拒绝其他任何类。我们的完整模型文件因此被拒绝：
 
 # %%
 try:
     torch.load(whole_path)
 except pickle.UnpicklingError as error:
+    print("torch.load refused the whole-model file:")
+    # zh-CN: print("torch.load 拒绝加载这个完整模型文件：")
     print(next(line.strip() for line in str(error).splitlines() if 'Unsupported global' in line))
 
 # %% [markdown] lang="en"
@@ -165,9 +172,11 @@ except pickle.UnpicklingError as error:
 # The safe way is to allow exactly the classes the file needs, no more, with the `torch.serialization.safe_globals` context manager. We take the list from `get_unsafe_globals_in_checkpoint`, check that every entry is a class we know, and pass those classes (the objects, not their names). Anything else in the file is still refused.
 
 # %% [markdown] lang="zh-CN"
+# 这条英文错误信息说明，`fc_model.Network` 默认不在放行之列，并建议用 `torch.serialization.add_safe_globals` 或 `safe_globals` 上下文管理器放行它（前提是你信任这个类）。
+#
 # ## 仍然要加载它：安全的做法
 #
-# 安全的做法是用上下文管理器 `torch.serialization.safe_globals`，只放行文件需要的那几个类，一个也不多。我们从 `get_unsafe_globals_in_checkpoint` 得到清单，确认其中每一项都是我们认识的类，再把这些类（类对象本身，而不是名字）传进去。文件中的其他任何东西仍然会被拒绝。
+# 安全的做法是用上下文管理器 `torch.serialization.safe_globals`，只放行文件需要的那几个类，一个也不多。我们从 `get_unsafe_globals_in_checkpoint` 得到清单，确认其中每一项都是我们认识的类，再把这些类（类对象本身，而不是名字）传进去。文件中的其他任何内容仍然会被拒绝。
 
 # %%
 known_classes = {'fc_model.Network': fc_model.Network,
@@ -177,6 +186,7 @@ known_classes = {'fc_model.Network': fc_model.Network,
 needed = torch.serialization.get_unsafe_globals_in_checkpoint(whole_path)
 unknown = set(needed) - set(known_classes)
 assert not unknown, f"the file needs classes we do not trust: {unknown}"
+# zh-CN: assert not unknown, f"这个文件需要我们不信任的类：{unknown}"
 
 with torch.serialization.safe_globals([known_classes[name] for name in needed]):
     whole_model = torch.load(whole_path, map_location=device)   # weights_only=True, the default
@@ -185,12 +195,13 @@ with torch.serialization.safe_globals([known_classes[name] for name in needed]):
 with torch.no_grad():
     assert torch.equal(whole_model(test_images), model(test_images))
 print(type(whole_model).__name__, "loaded; same predictions as the trained model")
+# zh-CN: print(type(whole_model).__name__, "已加载；预测与训练好的模型相同")
 
 # %% [markdown] lang="en"
 # The error message of `torch.load` suggests a second way: `torch.serialization.add_safe_globals`. It allows the same classes, but for the whole Python process and from then on, not only inside a `with` block. That suits a script that loads many files of one known kind; in a notebook or a library it also widens what *every other* `torch.load` accepts, so prefer the scoped `safe_globals` there. PyTorch keeps a list of allowed globals of its own (`get_safe_globals()`); we save it first and put it back afterwards:
 
 # %% [markdown] lang="zh-CN"
-# `torch.load` 的错误信息还提到了第二种办法：`torch.serialization.add_safe_globals`。它放行的是同样的类，但作用于整个 Python 进程，而且从此一直有效，而不只是在一个 `with` 块内。对于要加载许多同一类已知文件的脚本，这很合适；但在 notebook 或库中，它也会放宽*其他所有* `torch.load` 调用能接受的内容，所以在那些场合更应该使用作用范围有限的 `safe_globals`。PyTorch 自己也维护着一份放行清单（`get_safe_globals()`）；我们先把它保存下来，用完后再恢复：
+# `torch.load` 的错误信息还提到了第二种办法：`torch.serialization.add_safe_globals`。它放行的是同样的类，但作用于整个 Python 进程，而且从此一直有效，而不只是在一个 `with` 块内。对于要加载大量同类已知文件的脚本，这很合适；但在 notebook 或库中，它也会放宽*其他所有* `torch.load` 调用能接受的内容，所以在那些场合更应该使用作用范围有限的 `safe_globals`。PyTorch 自己也维护着一份放行清单（`get_safe_globals()`）；我们先把它保存下来，用完后再恢复：
 
 # %%
 allowed_before = torch.serialization.get_safe_globals()
@@ -198,11 +209,13 @@ torch.serialization.add_safe_globals([known_classes[name] for name in needed])
 whole_again = torch.load(whole_path, map_location=device)   # no with block: allowed process-wide
                                                             # zh-CN: 没有 with 块：在整个进程中放行
 print("Network allowed everywhere:", fc_model.Network in torch.serialization.get_safe_globals())
+# zh-CN: print("Network 在整个进程中都被放行：", fc_model.Network in torch.serialization.get_safe_globals())
 
 torch.serialization.clear_safe_globals()                     # back to the list we started with
                                                              # zh-CN: 恢复到最初的清单
 torch.serialization.add_safe_globals(allowed_before)
 print("Network allowed everywhere:", fc_model.Network in torch.serialization.get_safe_globals())
+# zh-CN: print("Network 在整个进程中都被放行：", fc_model.Network in torch.serialization.get_safe_globals())
 
 # %% [markdown] lang="en"
 # `torch.load(path, weights_only=False)` would also load it, by running the full unpickler. That is acceptable only for a file you made yourself and that nobody could have changed since. For anything downloaded, shared or received, use `weights_only=True` (with `safe_globals` for classes you trust), or better a format that cannot hold code at all. The next section shows why.
@@ -237,23 +250,31 @@ class Payload:
 evil_path = model_dir / 'evil_checkpoint.pth'
 torch.save({'state_dict': model.state_dict(), 'extra': Payload()}, evil_path)
 print("the file asks for:", torch.serialization.get_unsafe_globals_in_checkpoint(evil_path))
+# zh-CN: print("这个文件引用的类和函数：", torch.serialization.get_unsafe_globals_in_checkpoint(evil_path))
 
 try:
     torch.load(evil_path, weights_only=True)
 except pickle.UnpicklingError:
     print("torch.load(weights_only=True) refused the file")
+    # zh-CN: print("torch.load(weights_only=True) 拒绝加载这个文件")
 try:
     checkpoint_io.load_checkpoint(evil_path)
 except checkpoint_io.CheckpointError as error:
+    print("checkpoint_io.load_checkpoint refused the file as well:")
+    # zh-CN: print("checkpoint_io.load_checkpoint 同样拒绝了这个文件：")
     print(error)
 
 assert not marker.exists(), "the payload ran!"
+# zh-CN: assert not marker.exists(), "载荷被执行了！"
 print("marker file exists:", marker.exists())
+# zh-CN: print("标记文件是否存在：", marker.exists())
 
 # %% [markdown] lang="en"
 # `get_unsafe_globals_in_checkpoint` reads the file without unpickling it, so it is a safe way to look inside a suspicious file. Had we passed `weights_only=False`, `exec` would have run the code and created the marker; a real attacker's code would do something far worse. (`weights_only=True` has had bugs of its own, so keep PyTorch up to date, and prefer formats that hold no code.)
 
 # %% [markdown] lang="zh-CN"
+# `checkpoint_io.load_checkpoint` 的英文提示说明：这个文件除了张量和数字之外还包含 Python 对象（这里是 `builtins.exec`），所以被拒绝；反序列化这样的文件可能执行任意代码，只有文件是你自己生成的，才可以用 `weights_only=False` 加载。
+#
 # `get_unsafe_globals_in_checkpoint` 读取文件时不会进行反序列化，因此用它检查可疑文件是安全的。如果我们传入了 `weights_only=False`，`exec` 就会执行这段代码并创建标记文件；真正的攻击者执行的代码会危险得多。（`weights_only=True` 本身也出现过漏洞，所以要及时更新 PyTorch，并优先使用不包含代码的格式。）
 
 # %% [markdown] lang="en"
@@ -266,7 +287,7 @@ print("marker file exists:", marker.exists())
 # %% [markdown] lang="zh-CN"
 # ## safetensors：没有任何可执行内容的权重文件
 #
-# [safetensors](https://huggingface.co/docs/safetensors) 是一种只保存张量和一个小型 JSON 文件头（含字符串元数据）的文件格式。加载时只解析文件头并复制字节，没有任何可能执行代码的路径。它是分享权重的常用格式，例如 Hugging Face Hub 上的模型。
+# [safetensors](https://huggingface.co/docs/safetensors) 是一种只保存张量和一个小型 JSON 文件头（含字符串元数据）的文件格式。加载时只解析文件头并复制字节，没有任何可能执行代码的路径。它是分享权重时常用的格式，例如在 Hugging Face Hub 上。
 #
 # `checkpoint_io.save_safetensors` 保存权重，并把架构以 JSON 形式写入元数据（和第 2 课的检查点一样采用原子写入）。下面是这个文件对自身的描述：
 
@@ -275,7 +296,9 @@ safetensors_path = model_dir / 'model.safetensors'
 checkpoint_io.save_safetensors(safetensors_path, model)
 with safe_open(safetensors_path, framework='pt') as file:
     print("metadata:", dict(sorted(file.metadata().items())))
+    # zh-CN: print("元数据：", dict(sorted(file.metadata().items())))
     print("tensors: ", sorted(file.keys()))
+    # zh-CN: print("张量：  ", sorted(file.keys()))
 
 # %% [markdown] lang="en"
 # The metadata is enough to rebuild the network without any other information: read the architecture, build `fc_model.Network(**architecture)` and load the tensors. That is what `fc_model.load_network` does with such a file (it also checks every step and names the file when something is wrong):
@@ -295,6 +318,7 @@ with torch.no_grad():
     assert torch.equal(rebuilt(test_images), model(test_images))
     assert torch.equal(loaded(test_images), model(test_images))
 print("rebuilt from the metadata alone:", architecture)
+# zh-CN: print("仅凭元数据重建：", architecture)
 
 # %% [markdown] lang="en"
 # ### Size and speed
@@ -329,6 +353,7 @@ loaders = {
 sizes = {'torch.load': state_dict_path, 'torch.load(mmap=True)': state_dict_path,
          'safetensors load_file': safetensors_path}
 print(f"{'how':24}{'file size':>12}{'load time':>12}")
+# zh-CN: print(f"{'加载方式':20}{'文件大小':>8}{'加载时间':>8}")
 for name, load in loaders.items():
     print(f"{name:24}{sizes[name].stat().st_size / 1e6:>9.2f} MB{best_time(load):>9.2f} ms")
 
@@ -347,13 +372,13 @@ for name, load in loaders.items():
 # %% [markdown] lang="zh-CN"
 # 两个文件的内容基本上都是原始的 float32 权重（567,434 个参数，约 2.2 MB）；这些格式的差别主要在于安全性和能保存什么，而不在于大小。对这么小的网络，每种加载方式都只需几毫秒。`mmap=True` 和 safetensors 的优势要在几 GB 的大模型上才能体现：它们不必先把所有内容读进内存。
 #
-# safetensors **不能**保存的是：嵌套结构，以及不是张量的值。一个文件就是一个从名字到张量的扁平映射，外加键和值都是字符串的元数据。第 2 课中 Adam 的状态由张量组成，因此可以展平成 `state.0.exp_avg` 这样的名字；但它的嵌套结构、超参数，以及轮数、损失和随机数生成器状态，都得手工编码（写成 0 维张量，或者写成元数据里的字符串），加载时再解码回来。用于恢复训练的检查点，还是用 `torch.save` 保存字典、再用 `weights_only=True` 加载更简单。因此：
+# safetensors **不能**保存的是：嵌套结构，以及非张量的值。一个文件就是一个从名字到张量的扁平映射，外加键和值都是字符串的元数据。第 2 课中 Adam 的状态由张量组成，因此可以展平成 `state.0.exp_avg` 这样的名字；但它的嵌套结构、超参数，以及轮数、损失和随机数生成器状态，都得手工编码（写成 0 维张量，或者写成元数据里的字符串），加载时再解码回来。用于恢复训练的检查点，还是用 `torch.save` 保存字典、再用 `weights_only=True` 加载更简单。因此：
 #
 # | 要保存的内容 | 格式 |
 # |---|---|
 # | 用于分享、发布或下载的权重 | safetensors（架构写入元数据） |
 # | 用于恢复训练的检查点 | 用 `torch.save` 保存字典，用 `weights_only=True` 加载（第 2 课） |
-# | pickle 的完整模型 | 尽量避免；如果必须使用，只对已知的类用 `safe_globals` 放行 |
+# | 用 pickle 保存的完整模型 | 尽量避免；如果必须使用，只对已知的类用 `safe_globals` 放行 |
 # | 部署时不附带源代码的模型 | `torch.export`（见下文）；加载时仍然需要 PyTorch |
 
 # %% [markdown] lang="en"
@@ -393,6 +418,8 @@ torch.save(program.module()(images), {str(model_dir / 'exported_predictions.pt')
 print("fc_model imported by the child process:", 'fc_model' in sys.modules)
 '''
 result = subprocess.run([sys.executable, '-c', child_code], capture_output=True, text=True, check=True)
+print("the child process reports whether it imported fc_model:")
+# zh-CN: print("子进程报告它是否导入了 fc_model：")
 print(result.stdout.strip())
 
 exported_predictions = torch.load(model_dir / 'exported_predictions.pt', weights_only=True)
@@ -401,6 +428,7 @@ with torch.no_grad():
 assert torch.allclose(exported_predictions, expected, atol=1e-6)
 assert torch.equal(exported_predictions.argmax(dim=1), expected.argmax(dim=1))
 print("the exported program predicts the same classes for all", len(example), "images")
+# zh-CN: print("导出的程序对全部", len(example), "张图像预测的类别都相同")
 
 # %% [markdown] lang="en"
 # ## Summary
@@ -415,3 +443,77 @@ print("the exported program predicts the same classes for all", len(example), "i
 # - `torch.save(model)` 保存的是类的引用而不是代码：代码一移动，文件就会失效，而且 `torch.load` 默认拒绝加载它。如果必须加载，用 `torch.serialization.safe_globals`（或者作用于整个进程的 `add_safe_globals`）只放行它需要的已知类。
 # - 反序列化可以执行任意代码。对于不是你自己生成的文件，绝不要使用 `weights_only=False`；可以用 `get_unsafe_globals_in_checkpoint` 检查可疑文件。
 # - 用 safetensors 分享权重，并把架构写入元数据；训练检查点用 `torch.save` 保存字典；部署不附带源代码的模型时用 `torch.export`（加载 `.pt2` 文件仍然需要 PyTorch）。
+
+# %% [markdown] lang="en"
+# ## Exercises
+#
+# Each exercise asks for a function; the cell after it checks your answer on small files of its own and says what is missing or wrong. The exercises need nothing from the cells above except the next cell, so they also work after a kernel restart. In the student edition each answer is `raise NotImplementedError()`: replace it with your code.
+
+# %% [markdown] lang="zh-CN"
+# ## 练习
+#
+# 每道练习要求写一个函数；紧随其后的检查单元格会用它自己创建的小文件检验你的答案，并指出缺了什么或错在哪里。这些练习只依赖紧接着的下一个单元格，不需要上面的任何单元格，所以重启内核之后也能直接做。在学生版中，每个答案都是 `raise NotImplementedError()`：把它换成你的代码。
+
+# %%
+import datetime
+import json
+
+import safetensors.torch
+import torch
+
+import exercise_checks
+
+check = exercise_checks.for_lesson(3, language="en")
+# zh-CN: check = exercise_checks.for_lesson(3, language="zh-CN")
+
+# %% [markdown] lang="en"
+# **Exercise 3.1: an allowlist for one file.** The check saves a dict that holds a tensor, the date of the run (a `datetime.date`) and its duration (a `datetime.timedelta`); `torch.load(path, weights_only=True)` refuses it. Write `load_with_allowlist(path)`, which loads such a file with `weights_only=True`, allowing exactly the classes it needs and only for this one load. Find them with `torch.serialization.get_unsafe_globals_in_checkpoint` on a file you save yourself. The check also hands it a hostile file, which must still be refused.
+
+# %% [markdown] lang="zh-CN"
+# **练习 3.1：只针对一个文件的放行清单。** 检查单元格会保存一个字典，其中有一个张量、运行日期（`datetime.date`）和运行时长（`datetime.timedelta`）；`torch.load(path, weights_only=True)` 会拒绝加载它。编写 `load_with_allowlist(path)`：用 `weights_only=True` 加载这样的文件，恰好放行它需要的那几个类，并且只在这一次加载中放行。可以自己保存一个这样的文件，再用 `torch.serialization.get_unsafe_globals_in_checkpoint` 找出需要放行的类。检查单元格还会交给它一个恶意文件，它必须仍然拒绝这个文件。
+
+# %%
+def load_with_allowlist(path):
+    ### BEGIN SOLUTION
+    with torch.serialization.safe_globals([datetime.date, datetime.timedelta]):
+        return torch.load(path, weights_only=True)
+    ### END SOLUTION
+
+
+# %%
+check.exercise_1(load_with_allowlist)
+
+# %% [markdown] lang="en"
+# **Exercise 3.2: weights to share.** Write `save_for_sharing(model, path)` with `safetensors.torch.save_file`: the file holds the model's `state_dict`, and its metadata has the entry `"architecture"`, the JSON text of `model.architecture` (metadata values must be strings). This is what `checkpoint_io.save_safetensors` did in this lesson; write it without that helper.
+
+# %% [markdown] lang="zh-CN"
+# **练习 3.2：用于分享的权重。** 用 `safetensors.torch.save_file` 编写 `save_for_sharing(model, path)`：文件中保存模型的 `state_dict`，元数据中有一项 `"architecture"`，它的值是 `model.architecture` 的 JSON 文本（元数据的值必须是字符串）。本课中的 `checkpoint_io.save_safetensors` 做的就是这件事；请不借助它，自己写出来。
+
+# %%
+def save_for_sharing(model, path):
+    ### BEGIN SOLUTION
+    safetensors.torch.save_file(model.state_dict(), path,
+                                metadata={"architecture": json.dumps(model.architecture)})
+    ### END SOLUTION
+
+
+# %%
+check.exercise_2(save_for_sharing)
+
+# %% [markdown] lang="en"
+# ## Further reading
+#
+# - PyTorch notes: [Serialization semantics](https://pytorch.org/docs/stable/notes/serialization.html), in particular `weights_only` and `safe_globals`.
+# - PyTorch tutorial: [Saving and loading models](https://pytorch.org/tutorials/beginner/saving_loading_models.html), section "Save/Load Entire Model".
+# - [safetensors documentation](https://huggingface.co/docs/safetensors), with the format's specification.
+# - [`torch.export`](https://pytorch.org/docs/stable/export.html): exporting a model as a program, and the [`torch.export` tutorial](https://pytorch.org/tutorials/intermediate/torch_export_tutorial.html).
+# - Python: [`pickle`](https://docs.python.org/3/library/pickle.html), whose documentation opens with the warning that unpickling can run arbitrary code.
+
+# %% [markdown] lang="zh-CN"
+# ## 延伸阅读
+#
+# - PyTorch 说明文档：[Serialization semantics](https://pytorch.org/docs/stable/notes/serialization.html)（序列化语义），特别是关于 `weights_only` 和 `safe_globals` 的部分。
+# - PyTorch 教程：[Saving and loading models](https://pytorch.org/tutorials/beginner/saving_loading_models.html) 中的“Save/Load Entire Model”一节。
+# - [safetensors 文档](https://huggingface.co/docs/safetensors)，其中有这种格式的规范。
+# - [`torch.export`](https://pytorch.org/docs/stable/export.html)：把模型导出为程序；另见 [`torch.export` 教程](https://pytorch.org/tutorials/intermediate/torch_export_tutorial.html)。
+# - Python 的 [`pickle`](https://docs.python.org/3/library/pickle.html) 文档，开篇就警告：反序列化可能执行任意代码。

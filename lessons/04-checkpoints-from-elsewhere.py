@@ -39,7 +39,7 @@
 # 第 1–3 课加载的都是 notebook 刚刚写出的文件。而在实际工作中，检查点往往来自别处：一台 GPU 服务器、一次用 `DataParallel` 或 `torch.compile` 包装过模型的训练、一个输出层不同的模型、一个旧的训练脚本。它们各有各的出错方式。在这节课里，你将亲眼看到每一种错误，理解它，并用 PyTorch 提供的工具解决它：
 #
 # 1. 在没有 GPU 的机器上加载 GPU 上保存的文件（`map_location`），连同它的优化器；
-# 2. 只加载状态字典的一部分，并用训练好的网络为新任务初始化网络；
+# 2. 只加载状态字典的一部分，并用训练好的网络的权重初始化新任务的网络；
 # 3. 去掉包装器添加的 `module.` 和 `_orig_mod.` 前缀，并学会避免它们；
 # 4. 以半精度保存，并衡量这样做的代价；
 # 5. 在一个检查点中保存多个对象；
@@ -92,6 +92,7 @@ checkpoint_dir = Path(checkpoint_dir)
 checkpoint_dir.mkdir(parents=True, exist_ok=True)
 torch.manual_seed(seed)
 print(f"Training for {epochs} epoch(s) on {device}, then {finetune_steps} steps on a new task")
+# zh-CN: print(f"训练 {epochs} 轮，设备：{device}；然后在新任务上训练 {finetune_steps} 步")
 
 # %% [markdown] lang="en"
 # ## A trained network
@@ -168,13 +169,18 @@ recording_cuda = False
 try:
     loaded = torch.load(gpu_path, weights_only=True)
     print("loaded onto", loaded["model"]["output.weight"].device)
+    # zh-CN: print("已加载到", loaded["model"]["output.weight"].device)
 except RuntimeError as error:
+    print("torch.load could not put the tensors back on the GPU:")
+    # zh-CN: print("torch.load 无法把张量放回 GPU：")
     print(error)
 
 # %% [markdown] lang="en"
 # `map_location` says where the loaded tensors go instead. It accepts a device name, a `torch.device`, a dict that maps recorded locations to new ones, or a function of `(storage, location)`; all four put every tensor on the CPU here:
 
 # %% [markdown] lang="zh-CN"
+# 在没有 CUDA 的机器上，上面这条英文错误信息是说：文件要求把张量反序列化到 CUDA 设备上，但 `torch.cuda.is_available()` 为 False；只有 CPU 时，应当给 `torch.load` 传入 `map_location=torch.device('cpu')`，把存储映射到 CPU 上。
+#
 # `map_location` 指定加载出来的张量改放到哪里。它可以是设备名、`torch.device`、把记录的位置映射到新位置的字典，或者以 `(storage, location)` 为参数的函数；下面这四种写法都把所有张量放到 CPU 上：
 
 # %%
@@ -198,8 +204,10 @@ restored_optimizer.load_state_dict(checkpoint["optimizer"])
 state_devices = {t.device for s in restored_optimizer.state.values() for t in s.values()
                  if torch.is_tensor(t) and t.dim() > 0}
 print("optimizer state on:", state_devices, "| parameters on:", devices.model_device(restored))
+# zh-CN: print("优化器状态所在设备：", state_devices, "| 参数所在设备：", devices.model_device(restored))
 assert state_devices == {devices.model_device(restored)}
 print("same predictions:", same_predictions(restored))
+# zh-CN: print("预测相同：", same_predictions(restored))
 
 # %% [markdown] lang="en"
 # ## 2. Loading part of a state dict
@@ -217,7 +225,9 @@ partial["temperature"] = torch.tensor(1.5)
 fresh = fc_model.Network(784, 10, [512, 256, 128]).to(device)
 result = fresh.load_state_dict(partial, strict=False)
 print("missing:   ", result.missing_keys)
+# zh-CN: print("缺失的键：", result.missing_keys)
 print("unexpected:", result.unexpected_keys)
+# zh-CN: print("多余的键：", result.unexpected_keys)
 assert result.missing_keys == ["output.weight", "output.bias"] and result.unexpected_keys == ["temperature"]
 
 # %% [markdown] lang="en"
@@ -228,7 +238,7 @@ assert result.missing_keys == ["output.weight", "output.bias"] and result.unexpe
 # %% [markdown] lang="zh-CN"
 # ### 用已有权重初始化新任务的网络
 #
-# 一个新任务：区分 Fashion-MNIST 中最容易混淆的五个类别：T 恤/上衣、套头衫、连衣裙、外套和衬衫。新网络的隐藏层相同，但只有 5 个输出，而不是 10 个。`strict=False` 解决不了这种差别：张量的形状不对时，它仍然会报错。
+# 新任务是区分 Fashion-MNIST 中最容易混淆的五个类别：T恤/上衣、套头衫、连衣裙、外套和衬衫。新网络的隐藏层相同，但只有 5 个输出，而不是 10 个。`strict=False` 解决不了这种差别：张量的形状不对时，它仍然会报错。
 
 # %%
 garments = torch.tensor([0, 2, 3, 4, 6])
@@ -245,12 +255,16 @@ warm = fc_model.Network(784, len(garments), [512, 256, 128]).to(device)
 try:
     warm.load_state_dict(model.state_dict(), strict=False)
 except RuntimeError as error:
+    print("even with strict=False, tensors of the wrong shape are refused:")
+    # zh-CN: print("即使 strict=False，形状不对的张量也会被拒绝：")
     print(error)
 
 # %% [markdown] lang="en"
 # So keep only the tensors whose name and shape match, load those, and check what was skipped. Then freeze the copied hidden layers (`requires_grad_(False)`) and train only the new output layer.
 
 # %% [markdown] lang="zh-CN"
+# 错误信息列出了两处尺寸不匹配：检查点中输出层的形状是 [10, 128] 和 [10]，而新网络中是 [5, 128] 和 [5]。
+#
 # 所以只保留名字和形状都匹配的张量，加载它们，并检查跳过了哪些。然后冻结复制过来的隐藏层（`requires_grad_(False)`），只训练新的输出层。
 
 # %%
@@ -261,6 +275,7 @@ result = warm.load_state_dict(compatible, strict=False)
 assert result.missing_keys == ["output.weight", "output.bias"] and not result.unexpected_keys
 warm.hidden_layers.requires_grad_(False)
 print("skipped:", sorted(set(model.state_dict()) - set(compatible)))
+# zh-CN: print("跳过的键：", sorted(set(model.state_dict()) - set(compatible)))
 
 # %% [markdown] lang="en"
 # Now the warm-started network and a network trained from scratch each get `finetune_steps` steps on the same batches, and we compare their accuracy on the test images of the five classes. Each gets the usual learning rate for what it trains: 0.001 for a whole network, 0.01 for a new output layer alone, which starts from random numbers and, being a single linear layer, tolerates larger steps.
@@ -288,6 +303,7 @@ warm_accuracy = train_steps(warm, finetune_steps, lr=0.01)
 torch.manual_seed(seed)
 scratch_accuracy = train_steps(scratch, finetune_steps, lr=0.001)
 print(f"after {finetune_steps} steps: warm start {warm_accuracy:.3f}, from scratch {scratch_accuracy:.3f}")
+# zh-CN: print(f"训练 {finetune_steps} 步后的准确率：用已有权重初始化 {warm_accuracy:.3f}，从零开始 {scratch_accuracy:.3f}")
 assert warm_accuracy > scratch_accuracy
 
 # %% [markdown] lang="en"
@@ -299,6 +315,7 @@ assert warm_accuracy > scratch_accuracy
 # %%
 assert torch.equal(warm.hidden_layers[0].weight, model.hidden_layers[0].weight)
 print("trainable numbers:", sum(p.numel() for p in warm.parameters() if p.requires_grad))
+# zh-CN: print("可训练的参数个数：", sum(p.numel() for p in warm.parameters() if p.requires_grad))
 
 # %% [markdown] lang="en"
 # ## 3. The `module.` and `_orig_mod.` prefixes
@@ -321,12 +338,16 @@ for state in [parallel_state, compiled_state]:
     try:
         plain.load_state_dict(state)
     except RuntimeError as error:
+        print("load_state_dict refused the prefixed names:")
+        # zh-CN: print("load_state_dict 拒绝了带前缀的名字：")
         print(str(error).splitlines()[2].strip()[:100], "...")
 
 # %% [markdown] lang="en"
 # `torch.nn.modules.utils.consume_prefix_in_state_dict_if_present` removes a prefix from every key, in place (it works on a copy here, so the original keeps its keys):
 
 # %% [markdown] lang="zh-CN"
+# 错误信息（Unexpected key(s) in state_dict）指出，状态字典中有模型不认识的键，也就是这些带前缀的名字。
+#
 # `torch.nn.modules.utils.consume_prefix_in_state_dict_if_present` 会就地去掉每个键的前缀（这里先复制一份再处理，原来的字典保留它的键）：
 
 # %%
@@ -335,6 +356,7 @@ for state, prefix in [(parallel_state, "module."), (compiled_state, "_orig_mod."
     consume_prefix_in_state_dict_if_present(state, prefix)
     plain.load_state_dict(state)
     print(f"{prefix:<11} removed; same predictions:", same_predictions(plain))
+    # zh-CN: print(f"{prefix:<11} 已去掉；预测相同：", same_predictions(plain))
 
 # %% [markdown] lang="en"
 # The companion module knows these prefixes too: `fc_model.load_network` refuses such a file with a message that names the prefix and the fix.
@@ -347,12 +369,16 @@ torch.save(parallel_state, checkpoint_dir / "data_parallel.pth")
 try:
     fc_model.load_network(checkpoint_dir / "data_parallel.pth")
 except checkpoint_io.CheckpointError as error:
+    print("fc_model.load_network refused the file:")
+    # zh-CN: print("fc_model.load_network 拒绝了这个文件：")
     print(error)
 
 # %% [markdown] lang="en"
 # Better still, never write the prefix: save the inner model's state dict (`wrapper.module.state_dict()`, `compiled._orig_mod.state_dict()`), or compile in place with `model.compile()`, which keeps the model's own names.
 
 # %% [markdown] lang="zh-CN"
+# 这条英文错误信息说明：这个文件保存的字典的键以 `module.` 开头，不是 `fc_model.Network` 的检查点；`module.` 正是 `nn.DataParallel` 和 `DistributedDataParallel` 加上的前缀，可以用 `consume_prefix_in_state_dict_if_present(state_dict, 'module.')` 去掉它，或者改为保存内部模型的 `state_dict`。
+#
 # 更好的做法是根本不写入前缀：保存内部模型的状态字典（`wrapper.module.state_dict()`、`compiled._orig_mod.state_dict()`），或者用 `model.compile()` 就地编译，它会保留模型本来的名字。
 
 # %%
@@ -361,6 +387,7 @@ in_place.compile(backend="eager")
 for state in [nn.DataParallel(model).module.state_dict(), in_place.state_dict()]:
     assert list(state) == list(model.state_dict())
 print("no prefixes:", list(in_place.state_dict())[:2])
+# zh-CN: print("没有前缀：", list(in_place.state_dict())[:2])
 
 # %% [markdown] lang="en"
 # ## 4. Half precision
@@ -376,6 +403,7 @@ print("no prefixes:", list(in_place.state_dict())[:2])
 full_path = checkpoint_dir / "float32.pth"
 torch.save(model.state_dict(), full_path)
 print(f"float32:  {os.path.getsize(full_path) / 1e6:.2f} MB, test accuracy {trained_accuracy:.4f}")
+# zh-CN: print(f"float32： {os.path.getsize(full_path) / 1e6:.2f} MB，测试准确率 {trained_accuracy:.4f}")
 for dtype in [torch.bfloat16, torch.float16]:
     path = checkpoint_dir / f"{str(dtype).removeprefix('torch.')}.pth"
     torch.save({name: tensor.to(dtype) for name, tensor in model.state_dict().items()}, path)
@@ -385,7 +413,9 @@ for dtype in [torch.bfloat16, torch.float16]:
     _, accuracy = fc_model.validation(reloaded, testloader, criterion)
     size_ratio = os.path.getsize(path) / os.path.getsize(full_path)
     print(f"{str(dtype).removeprefix('torch.')}: {os.path.getsize(path) / 1e6:.2f} MB "
+    # zh-CN: print(f"{str(dtype).removeprefix('torch.')}：{os.path.getsize(path) / 1e6:.2f} MB"
           f"({size_ratio:.0%}), test accuracy {accuracy:.4f}")
+          # zh-CN: f"（{size_ratio:.0%}），测试准确率 {accuracy:.4f}")
     assert size_ratio < 0.55 and abs(accuracy - trained_accuracy) < 0.01
 
 # %% [markdown] lang="en"
@@ -425,7 +455,9 @@ scaler_2 = torch.amp.GradScaler(device.type, enabled=device.type == "cuda")
 scaler_2.load_state_dict(saved["scaler"])
 
 print("teacher restored:", same_predictions(teacher_2))
+# zh-CN: print("教师网络已恢复：", same_predictions(teacher_2))
 print("learning rate:", scheduler_2.get_last_lr(), "after", scheduler_2.last_epoch, "scheduler steps")
+# zh-CN: print("学习率：", scheduler_2.get_last_lr(), "（调度器执行", scheduler_2.last_epoch, "步之后）")
 assert scheduler_2.get_last_lr() == scheduler.get_last_lr()
 assert optimizer_2.param_groups[0]["lr"] == student_optimizer.param_groups[0]["lr"]
 
@@ -448,6 +480,8 @@ torch.save({"state_dict": model.state_dict(),
 try:
     torch.load(legacy_path, weights_only=True)
 except pickle.UnpicklingError as error:
+    print("torch.load(weights_only=True) refused the legacy file:")
+    # zh-CN: print("torch.load(weights_only=True) 拒绝加载这个旧文件：")
     print(next(line.strip().split(". Please")[0] for line in str(error).splitlines()
                if "Unsupported global" in line))
 
@@ -455,7 +489,7 @@ except pickle.UnpicklingError as error:
 # `weights_only=True` refuses every class and function beyond tensors and plain containers, because unpickling one can run code (lesson 3). Do not reach for `weights_only=False`. First list what the file refers to:
 
 # %% [markdown] lang="zh-CN"
-# `weights_only=True` 会拒绝张量和普通容器之外的所有类和函数，因为反序列化它们可能会执行代码（见第 3 课）。不要急着改用 `weights_only=False`。先列出这个文件引用了哪些东西：
+# 错误信息指出，`argparse.Namespace` 默认不在放行之列。`weights_only=True` 会拒绝张量和普通容器之外的所有类和函数，因为反序列化它们可能会执行代码（见第 3 课）。不要急着改用 `weights_only=False`。先列出这个文件引用了哪些类和函数：
 
 # %%
 names = torch.serialization.get_unsafe_globals_in_checkpoint(legacy_path)
@@ -508,6 +542,7 @@ print(clean["args"], type(clean["best_accuracy"]).__name__, clean["mean_std"])
 converted = fc_model.Network(784, 10, clean["args"]["hidden"]).to(device)
 converted.load_state_dict(clean["state_dict"])
 print("same predictions:", same_predictions(converted))
+# zh-CN: print("预测相同：", same_predictions(converted))
 
 # %% [markdown] lang="en"
 # ## Summary
@@ -528,3 +563,73 @@ print("same predictions:", same_predictions(converted))
 # - 半精度文件只有一半大小；发布之前先测量准确率。
 # - 一个检查点可以保存多个模型、优化器、调度器和 `GradScaler`，各用一个键。
 # - 对于旧文件，先用 `get_unsafe_globals_in_checkpoint` 列出它引用的全局对象，对可信的文件用 `safe_globals` 只放行这些对象（外加数组 dtype 所属的类），再把它一次性转换成张量和普通的值。
+
+# %% [markdown] lang="en"
+# ## Exercises
+#
+# Each exercise asks for a function; the cell after it checks your answer on small networks of its own and says what is missing or wrong. The exercises need nothing from the cells above except the next cell, so they also work after a kernel restart. In the student edition each answer is `raise NotImplementedError()`: replace it with your code.
+
+# %% [markdown] lang="zh-CN"
+# ## 练习
+#
+# 每道练习要求写一个函数；紧随其后的检查单元格会用它自己创建的小网络检验你的答案，并指出缺了什么或错在哪里。这些练习只依赖紧接着的下一个单元格，不需要上面的任何单元格，所以重启内核之后也能直接做。在学生版中，每个答案都是 `raise NotImplementedError()`：把它换成你的代码。
+
+# %%
+from torch.nn.modules.utils import consume_prefix_in_state_dict_if_present
+
+import exercise_checks
+
+check = exercise_checks.for_lesson(4, language="en")
+# zh-CN: check = exercise_checks.for_lesson(4, language="zh-CN")
+
+# %% [markdown] lang="en"
+# **Exercise 4.1: whatever the prefix.** Write `load_any_prefix(model, state_dict)`, which loads into `model` a state dict saved from the plain model, from `nn.DataParallel` (`module.`), from `torch.compile` (`_orig_mod.`), or from a compiled `DataParallel` (`_orig_mod.module.`), strictly.
+
+# %% [markdown] lang="zh-CN"
+# **练习 4.1：不管是什么前缀。** 编写 `load_any_prefix(model, state_dict)`，把一个状态字典严格地加载到 `model` 中；这个状态字典可能来自普通模型、`nn.DataParallel`（`module.`）、`torch.compile`（`_orig_mod.`），或者经过编译的 `DataParallel`（`_orig_mod.module.`）。
+
+# %%
+def load_any_prefix(model, state_dict):
+    ### BEGIN SOLUTION
+    for prefix in ("_orig_mod.", "module."):
+        consume_prefix_in_state_dict_if_present(state_dict, prefix)
+    model.load_state_dict(state_dict)
+    ### END SOLUTION
+
+
+# %%
+check.exercise_1(load_any_prefix)
+
+# %% [markdown] lang="en"
+# **Exercise 4.2: take what fits.** Write `load_matching(model, state_dict)`: it loads the tensors whose name and shape match `model`'s, leaves the others of `model` as they are, and returns the sorted names of the entries of `state_dict` it skipped. The check loads a 10-class network into a 3-class one.
+
+# %% [markdown] lang="zh-CN"
+# **练习 4.2：只取合适的部分。** 编写 `load_matching(model, state_dict)`：加载名字和形状都与 `model` 相符的张量，`model` 的其他张量保持原样，并返回 `state_dict` 中被跳过的那些键，按名字排好序。检查单元格会把一个 10 个类别的网络加载到一个 3 个类别的网络中。
+
+# %%
+def load_matching(model, state_dict):
+    ### BEGIN SOLUTION
+    own = model.state_dict()
+    matching = {name: tensor for name, tensor in state_dict.items()
+                if name in own and own[name].shape == tensor.shape}
+    model.load_state_dict(matching, strict=False)
+    return sorted(set(state_dict) - set(matching))
+    ### END SOLUTION
+
+
+# %%
+check.exercise_2(load_matching)
+
+# %% [markdown] lang="en"
+# ## Further reading
+#
+# - PyTorch tutorial: [Saving and loading models](https://pytorch.org/tutorials/beginner/saving_loading_models.html), sections "Saving & Loading Model Across Devices" and "Warmstarting Model Using Parameters from a Different Model".
+# - PyTorch notes: [Serialization semantics](https://pytorch.org/docs/stable/notes/serialization.html), on `map_location`, `mmap` and `weights_only`.
+# - API: [`torch.load`](https://pytorch.org/docs/stable/generated/torch.load.html), [`Module.load_state_dict`](https://pytorch.org/docs/stable/generated/torch.nn.Module.html#torch.nn.Module.load_state_dict) (`strict`, `assign`), [`torch.compile`](https://pytorch.org/docs/stable/generated/torch.compile.html).
+
+# %% [markdown] lang="zh-CN"
+# ## 延伸阅读
+#
+# - PyTorch 教程：[Saving and loading models](https://pytorch.org/tutorials/beginner/saving_loading_models.html) 中的“Saving & Loading Model Across Devices”和“Warmstarting Model Using Parameters from a Different Model”两节。
+# - PyTorch 说明文档：[Serialization semantics](https://pytorch.org/docs/stable/notes/serialization.html)（序列化语义），讲解 `map_location`、`mmap` 和 `weights_only`。
+# - API：[`torch.load`](https://pytorch.org/docs/stable/generated/torch.load.html)、[`Module.load_state_dict`](https://pytorch.org/docs/stable/generated/torch.nn.Module.html#torch.nn.Module.load_state_dict)（`strict`、`assign`）、[`torch.compile`](https://pytorch.org/docs/stable/generated/torch.compile.html)。

@@ -103,13 +103,17 @@ device = fsdp_training.distributed_device(devices.get_device(device), world_size
 helper.prepare_fashion_mnist(data_dir)
 if train_size > 60000:
     raise ValueError(f"train_size can be at most 60000, the number of training images; got {train_size}")
+    # zh-CN: raise ValueError(f"train_size 最多为 60000，即训练图像的总数；实际为 {train_size}")
 total_steps = epochs * fsdp_training.steps_per_epoch(train_size, world_size)
 kill_step = 2 * save_every  # the run below is killed while it saves its second checkpoint
                             # zh-CN: 下面有一次训练会在保存第二个检查点时被杀掉
 if kill_step >= total_steps:
     raise ValueError(f"{epochs} epoch(s) of {train_size} images on {world_size} processes are "
+    # zh-CN: raise ValueError(f"{epochs} 轮、每轮 {train_size} 张图像、{world_size} 个进程，一共是 "
                      f"{total_steps} steps; this lesson needs more than 2 * save_every = {kill_step}: "
+                     # zh-CN: f"{total_steps} 步；本课需要多于 2 * save_every = {kill_step} 步："
                      "raise epochs or train_size, or lower save_every")
+                     # zh-CN: "请增大 epochs 或 train_size，或者减小 save_every")
 checkpoint_dir = Path(checkpoint_dir)
 uninterrupted_dir = checkpoint_dir / "uninterrupted"
 resumed_dir = checkpoint_dir / "killed-and-resumed"
@@ -120,6 +124,7 @@ for folder in (uninterrupted_dir, resumed_dir, back_dir):
 checkpoint_dir.mkdir(parents=True, exist_ok=True)
 torch.manual_seed(seed)
 print(f"{world_size} processes on {device}, {total_steps} steps, a checkpoint every {save_every}")
+# zh-CN: print(f"{world_size} 个进程，设备：{device}，共 {total_steps} 步，每 {save_every} 步保存一个检查点")
 
 # %% [markdown] lang="en"
 # ## 1. The training script
@@ -195,8 +200,10 @@ print(run.stdout)
 latest = distributed_checkpoints.latest_checkpoint(uninterrupted_dir)
 print("latest ->", (uninterrupted_dir / "latest").read_text().strip())
 print("step folders kept:", [p.name for p in distributed_checkpoints.step_folders(uninterrupted_dir)])
+# zh-CN: print("保留的步骤目录：", [p.name for p in distributed_checkpoints.step_folders(uninterrupted_dir)])
 for path in sorted(latest.iterdir()):
     print(f"  {path.name:14} {path.stat().st_size:>10,} bytes")
+    # zh-CN: print(f"  {path.name:14} {path.stat().st_size:>10,} 字节")
 assert sorted(path.name for path in latest.iterdir()) == \
     [".metadata", *(f"__{rank}_0.distcp" for rank in range(world_size))]
 
@@ -210,11 +217,13 @@ assert sorted(path.name for path in latest.iterdir()) == \
 metadata = distributed_checkpoints.check_metadata(latest)
 entry = metadata.state_dict_metadata["app.model.hidden_layers.0.weight"]
 print("full size:", tuple(entry.size))
+# zh-CN: print("完整形状：", tuple(entry.size))
 for chunk in entry.chunks:
     location = metadata.storage_data[
         next(index for index in metadata.storage_data
              if index.fqn == "app.model.hidden_layers.0.weight" and index.offset == chunk.offsets)]
     print(f"  rows {chunk.offsets[0]}-{chunk.offsets[0] + chunk.sizes[0] - 1} in {location.relative_path}")
+    # zh-CN: print(f"  第 {chunk.offsets[0]}-{chunk.offsets[0] + chunk.sizes[0] - 1} 行在 {location.relative_path} 中")
 assert len(entry.chunks) == world_size
 
 # %% [markdown] lang="en"
@@ -223,29 +232,39 @@ assert len(entry.chunks) == world_size
 # A process can die at any moment: a crash, the out-of-memory killer, a preempted cloud machine. The worst moment is in the middle of a save. We run the same training again in a new folder, and the script's `--kill-while-saving` option makes the last rank kill itself (`SIGKILL`, which cannot be caught) right after writing its shards of checkpoint 20, before the checkpoint is complete. `torchrun` then stops the other rank, and the run fails.
 
 # %% [markdown] lang="zh-CN"
+# ## 4. 在保存时被杀掉
+#
 # 进程随时可能死掉：程序崩溃、内存不足时被系统杀掉、云上的机器被抢占。最糟糕的时刻是在保存的过程中。我们在一个新目录中再运行一次同样的训练，脚本的 `--kill-while-saving` 选项会让最后一个 rank 刚写完第 20 步检查点中属于自己的分片、检查点还没有完成时，就把自己杀掉（`SIGKILL`，这个信号无法被捕获）。随后 `torchrun` 会停掉另一个 rank，这次训练以失败告终。
 
 # %%
 killed = launching.torchrun(
     "fsdp_training", ["train", "--checkpoint-dir", resumed_dir, "--kill-while-saving", kill_step, *common],
     nproc=world_size, check=False)
+print("the last line the killed run printed:")
+# zh-CN: print("被杀掉的那次训练输出的最后一行：")
 print(killed.stdout.splitlines()[-1])
 print("exit status:", killed.returncode)
+# zh-CN: print("退出状态：", killed.returncode)
 assert killed.returncode != 0
 
 # %% [markdown] lang="en"
 # The folder of step 20 exists, with the shards that both ranks wrote, but without `.metadata`: rank 0 was waiting for the killed rank before writing it. `latest` still names the previous checkpoint, so nothing points to the broken folder, and loading it directly fails with a clear message:
 
 # %% [markdown] lang="zh-CN"
+# 这一行说明，最后一个 rank 把自己的分片写进第 20 步的目录之后，在检查点完成之前被 `SIGKILL` 杀掉了。
+#
 # 第 20 步的目录已经存在，里面有两个 rank 写出的分片，但没有 `.metadata`：rank 0 在写出它之前要等待被杀掉的那个 rank。`latest` 仍然指向上一个检查点，所以没有任何东西指向这个残缺的目录；如果直接加载它，会得到一条清楚的错误信息：
 
 # %%
 broken = distributed_checkpoints.step_folder(resumed_dir, kill_step)
 print(broken.name, "holds", sorted(path.name for path in broken.iterdir()))
+# zh-CN: print(broken.name, "中有", sorted(path.name for path in broken.iterdir()))
 print("latest ->", distributed_checkpoints.latest_checkpoint(resumed_dir).name)
 try:
     distributed_checkpoints.check_metadata(broken)
 except CheckpointError as error:
+    print("check_metadata refused the incomplete folder:")
+    # zh-CN: print("check_metadata 拒绝了这个不完整的目录：")
     print("CheckpointError:", error)
 assert distributed_checkpoints.latest_checkpoint(resumed_dir).name == f"step-{save_every:06d}"
 
@@ -255,6 +274,10 @@ assert distributed_checkpoints.latest_checkpoint(resumed_dir).name == f"step-{sa
 # Now we start the run again with `--resume`: every rank loads its own shards of the latest checkpoint, its generator state and the progress, and training goes on from step 10. This time the script saves with `dcp.async_save` (section 7), to show that the way of saving changes nothing in the result.
 
 # %% [markdown] lang="zh-CN"
+# 这条英文错误信息说明：这个目录没有 `.metadata`（DCP 最后才写它），所以不是完整的分布式检查点；某个进程在保存它的时候停止了，应当加载上一个检查点（即 `latest` 指向的那个）。
+#
+# ## 5. 精确地恢复训练
+#
 # 现在加上 `--resume` 重新启动训练：每个 rank 加载最新检查点中属于自己的分片、自己的随机数生成器状态和训练进度，训练从第 10 步继续。这一次脚本用 `dcp.async_save` 保存（见第 7 节），以说明保存方式不会改变结果。
 
 # %% tags=["nbval-ignore-output"]
@@ -267,6 +290,8 @@ print(resumed.stdout)
 # Is the result the same as the run that was never interrupted? We compare every tensor and value of both final checkpoints: weights, Adam's running averages, progress, per-rank losses and generator states. On the CPU the same operations in the same order give the same bits, so they must be identical; on GPUs some kernels are not deterministic, and tiny differences are expected.
 
 # %% [markdown] lang="zh-CN"
+# 脚本的输出说明：那个没有完成的目录会被替换，训练从 `latest` 指向的检查点恢复。
+#
 # 结果和从未中断的那次训练一样吗？我们比较两个最终检查点中的每一个张量和值：权重、Adam 的滑动平均、训练进度、各个 rank 的损失以及随机数生成器状态。在 CPU 上，以相同的顺序执行相同的运算会得到完全相同的比特，所以两者必须逐位相同；在 GPU 上，有些算子不是确定性的，出现极小的差异在意料之中。
 
 # %%
@@ -295,6 +320,7 @@ after_resume = distributed_checkpoints.to_single_file(resumed_dir / final_step,
                                                       checkpoint_dir / "resumed.pt")
 different = differences(uninterrupted, after_resume)
 print(f"{len(flatten(uninterrupted))} values compared, {len(different)} differ")
+# zh-CN: print(f"比较了 {len(flatten(uninterrupted))} 个值，其中 {len(different)} 个不同")
 if device == "cpu":
     assert not different, different
 
@@ -308,7 +334,7 @@ if device == "cpu":
 # %% [markdown] lang="zh-CN"
 # 精确地恢复训练需要相同的进程数：每个 rank 分到的那部分数据和它的随机数生成器状态都只属于这个 rank。脚本会拒绝用不同的进程数恢复训练，并给出明确的提示（如果某个目录里已经有另一次训练的检查点，它同样会拒绝在其中开始新的训练）。不过，*权重*在哪里都能加载。
 #
-# ## 6. 用另一个进程数加载
+# ## 6. 用不同的进程数加载
 #
 # 单个进程无须任何进程组，就能把检查点加载进一个普通的网络：DCP 从每个 rank 的文件中读出所需的行，拼成完整的张量。我们只要求加载模型，所以优化器的状态根本不会被读取。
 
@@ -318,6 +344,7 @@ wanted = {"app": {"model": single.state_dict()}}
 distributed_checkpoints.load(wanted, latest)
 single.load_state_dict(wanted["app"]["model"])
 print("1 process:", not differences(single.state_dict(), uninterrupted["app"]["model"]))
+# zh-CN: print("1 个进程加载，权重相同：", not differences(single.state_dict(), uninterrupted["app"]["model"]))
 assert not differences(single.state_dict(), uninterrupted["app"]["model"])
 
 # %% [markdown] lang="en"
@@ -336,6 +363,7 @@ print(more.stdout)
 gathered = torch.load(gathered_path, weights_only=True)
 same = not differences(gathered, {key: uninterrupted["app"][key] for key in ("model", "optim")})
 print(f"{world_size + 1} processes: model and optimizer identical:", same)
+# zh-CN: print(f"{world_size + 1} 个进程加载，模型和优化器状态完全相同：", same)
 assert same
 
 # %% [markdown] lang="en"
@@ -359,11 +387,13 @@ assert same
 # %% tags=["nbval-ignore-output"]
 one_file = torch.load(checkpoint_dir / "uninterrupted.pt", weights_only=True)
 print("progress:", one_file["app"]["progress"])
+# zh-CN: print("训练进度：", one_file["app"]["progress"])
 network = fc_model.Network(**fsdp_training.ARCHITECTURE)
 network.load_state_dict(one_file["app"]["model"])
 _, testloader = helper.fashion_mnist_loaders(data_dir)
 _, accuracy = fc_model.validation(network, testloader, nn.NLLLoss())
 print(f"test accuracy of the single-file model: {accuracy:.4f}")
+# zh-CN: print(f"单文件模型的测试准确率：{accuracy:.4f}")
 
 # %% [markdown] lang="en"
 # From there it is an ordinary checkpoint, for example lesson 2's general checkpoint, which `fc_model.load_network` rebuilds from the file alone:
@@ -387,6 +417,7 @@ print(rebuilt.architecture)
 distributed_checkpoints.from_single_file(checkpoint_dir / "uninterrupted.pt", back_dir)
 round_trip = distributed_checkpoints.to_single_file(back_dir, checkpoint_dir / "round-trip.pt")
 print("round trip identical:", not differences(round_trip, uninterrupted))
+# zh-CN: print("往返转换后完全相同：", not differences(round_trip, uninterrupted))
 assert not differences(round_trip, uninterrupted)
 
 # %% [markdown] lang="en"
@@ -397,12 +428,13 @@ assert not differences(round_trip, uninterrupted)
 # %% [markdown] lang="zh-CN"
 # ## 9. 不经检查，检查点目录就等于代码
 #
-# 第 3 课讲过，反序列化会执行代码。DCP 用普通的 `pickle.load` 读取 `.metadata`，并用 `torch.load(weights_only=False)` 读取所有不是张量的值（学习率、轮数等）；`torch_save_to_dcp` 读取文件时也用了 `weights_only=False`。所以用 DCP 自带的函数加载一个目录，就等于完全信任制作它的人。下面这个目录的 `.metadata` 一被 DCP 打开就会执行一条命令（因为是我们自己写的，所以只是一个无害的 `print`）：
+# 第 3 课讲过，反序列化会执行代码。DCP 用普通的 `pickle.load` 读取 `.metadata`，并用 `torch.load(weights_only=False)` 读取所有非张量的值（学习率、轮数等）；`torch_save_to_dcp` 读取文件时也用了 `weights_only=False`。所以用 DCP 自带的函数加载一个目录，就等于完全信任制作它的人。下面这个目录的 `.metadata` 一被 DCP 打开就会执行一条命令（因为是我们自己写的，所以只是一个无害的 `print`）：
 
 # %%
 class Payload:
     def __reduce__(self):
         return (print, ("this line was printed by the checkpoint's .metadata",))
+        # zh-CN: return (print, ("这一行是检查点的 .metadata 打印的",))
 
 
 hostile = checkpoint_dir / "hostile"
@@ -425,6 +457,8 @@ except AttributeError:
 try:
     distributed_checkpoints.check_metadata(hostile)
 except CheckpointError as error:
+    print("check_metadata refused the hostile folder:")
+    # zh-CN: print("check_metadata 拒绝了这个恶意目录：")
     print("CheckpointError:", error)
 
 # %% [markdown] lang="en"
@@ -442,6 +476,8 @@ except CheckpointError as error:
 # - DCP's own loaders unpickle without restriction: load only folders you trust, or check them first.
 
 # %% [markdown] lang="zh-CN"
+# 这条英文错误信息说明：`builtins.print` 不属于检查点的元数据，所以这个 `.metadata` 被拒绝；只应加载来自可信来源的检查点，这个目录可能试图执行代码。
+#
 # ## 10. 在 GPU 上
 #
 # 设置 `device = "cuda"` 时，每个 rank 使用编号等于自己 `LOCAL_RANK` 的那块 GPU，进程之间通过 `nccl` 通信；检查点目录的格式完全相同，而 `gather` 命令在 CPU 进程上（`gloo`）加载它，所以 GPU 保存的检查点可以在任何机器上查看和转换。NCCL 要求每个进程有一块自己的 GPU：在只有一块 GPU 的机器上（Colab、笔记本电脑），可以设 `world_size = 1`，这样仍然能演示保存、杀掉进程和恢复训练，只是不会分片；也可以保留 `device = "cpu"`，看到真正的分片。在 GPU 上，恢复后的训练与从未中断的训练结果非常接近，但不一定逐位相同（见第 5 节）。
@@ -454,3 +490,75 @@ except CheckpointError as error:
 # - DCP 在加载时重新分片：同一个目录可以用 1 个进程、3 个进程加载，也可以加载进普通的模型。
 # - `dcp_to_torch_save`（这里是 `to_single_file`）把目录转换成一个文件，供 `torch.load(weights_only=True)` 读取；`torch_save_to_dcp`（这里是 `from_single_file`）则反过来转换。
 # - DCP 自带的加载函数会不加限制地反序列化：只加载你信任的目录，或者先检查它们。
+
+# %% [markdown] lang="en"
+# ## Exercises
+#
+# Each exercise asks for a function; the cell after it checks your answer on small folders of its own and says what is missing or wrong. The exercises need nothing from the cells above except the next cell, so they also work after a kernel restart, and they run in this one process, without `torchrun`. In the student edition each answer is `raise NotImplementedError()`: replace it with your code.
+
+# %% [markdown] lang="zh-CN"
+# ## 练习
+#
+# 每道练习要求写一个函数；紧随其后的检查单元格会用它自己创建的小目录检验你的答案，并指出缺了什么或错在哪里。这些练习只依赖紧接着的下一个单元格，不需要上面的任何单元格，所以重启内核之后也能直接做；它们都在当前这一个进程中运行，不需要 `torchrun`。在学生版中，每个答案都是 `raise NotImplementedError()`：把它换成你的代码。
+
+# %%
+from pathlib import Path
+
+import distributed_checkpoints
+import exercise_checks
+
+check = exercise_checks.for_lesson(5, language="en")
+# zh-CN: check = exercise_checks.for_lesson(5, language="zh-CN")
+
+# %% [markdown] lang="en"
+# **Exercise 5.1: where to resume when there is no pointer.** A run was killed and its `latest` file is gone. Write `newest_complete(root)`, which returns the path of the newest step folder (`step-000020`, …) under `root` whose save finished, or `None` when there is none. `distributed_checkpoints` has what you need to tell a finished folder and read a folder's step.
+
+# %% [markdown] lang="zh-CN"
+# **练习 5.1：没有指针时从哪里恢复。** 一次训练被杀掉了，`latest` 文件也不见了。编写 `newest_complete(root)`：返回 `root` 下保存已经完成的最新步骤目录（`step-000020` 等）的路径；一个都没有时返回 `None`。要判断目录是否已经保存完成、读出目录的步数，`distributed_checkpoints` 里都有现成的函数。
+
+# %%
+def newest_complete(root):
+    ### BEGIN SOLUTION
+    finished = [folder for folder in Path(root).iterdir()
+                if distributed_checkpoints.folder_step(folder) is not None
+                and distributed_checkpoints.is_complete(folder)]
+    return max(finished, key=distributed_checkpoints.folder_step, default=None)
+    ### END SOLUTION
+
+
+# %%
+check.exercise_1(newest_complete)
+
+# %% [markdown] lang="en"
+# **Exercise 5.2: load a DCP folder, safely, in one process.** The check saves a small network with `dcp.save({"model": model.state_dict()}, ...)`. Write `load_dcp(model, folder)`, which loads that folder into `model` in this plain process, and refuses a folder whose `.metadata` would run code (plain `dcp.load` unpickles it).
+
+# %% [markdown] lang="zh-CN"
+# **练习 5.2：在一个进程中安全地加载 DCP 目录。** 检查单元格会用 `dcp.save({"model": model.state_dict()}, ...)` 保存一个小网络。编写 `load_dcp(model, folder)`：在当前这个普通进程中把该目录加载到 `model` 里，并且拒绝 `.metadata` 会执行代码的目录（直接用 `dcp.load` 会反序列化它）。
+
+# %%
+def load_dcp(model, folder):
+    ### BEGIN SOLUTION
+    state_dict = {"model": model.state_dict()}
+    distributed_checkpoints.load(state_dict, folder)
+    model.load_state_dict(state_dict["model"])
+    ### END SOLUTION
+
+
+# %%
+check.exercise_2(load_dcp)
+
+# %% [markdown] lang="en"
+# ## Further reading
+#
+# - PyTorch: [Distributed Checkpoint (DCP)](https://pytorch.org/docs/stable/distributed.checkpoint.html), and the recipes [Getting started with DCP](https://pytorch.org/tutorials/recipes/distributed_checkpoint_recipe.html) and [Asynchronous saving with DCP](https://pytorch.org/tutorials/recipes/distributed_async_checkpoint_recipe.html).
+# - [FSDP2 `fully_shard`](https://pytorch.org/docs/stable/distributed.fsdp.fully_shard.html) and the [FSDP2 tutorial](https://pytorch.org/tutorials/intermediate/FSDP_tutorial.html).
+# - [`torchrun`](https://pytorch.org/docs/stable/elastic/run.html) and [`torch.distributed`](https://pytorch.org/docs/stable/distributed.html), with the `gloo` and `nccl` backends.
+# - PyTorch notes: [Serialization semantics](https://pytorch.org/docs/stable/notes/serialization.html), for the single files this lesson converts to and from.
+
+# %% [markdown] lang="zh-CN"
+# ## 延伸阅读
+#
+# - PyTorch 文档：[Distributed Checkpoint (DCP)](https://pytorch.org/docs/stable/distributed.checkpoint.html)（分布式检查点），以及两个实用示例 [Getting started with DCP](https://pytorch.org/tutorials/recipes/distributed_checkpoint_recipe.html)（DCP 入门）和 [Asynchronous saving with DCP](https://pytorch.org/tutorials/recipes/distributed_async_checkpoint_recipe.html)（异步保存）。
+# - [FSDP2 `fully_shard`](https://pytorch.org/docs/stable/distributed.fsdp.fully_shard.html) 和 [FSDP2 教程](https://pytorch.org/tutorials/intermediate/FSDP_tutorial.html)。
+# - [`torchrun`](https://pytorch.org/docs/stable/elastic/run.html) 和 [`torch.distributed`](https://pytorch.org/docs/stable/distributed.html)，包括 `gloo` 和 `nccl` 两种后端。
+# - PyTorch 说明文档：[Serialization semantics](https://pytorch.org/docs/stable/notes/serialization.html)（序列化语义），讲的是本课从目录转换出来、又转换回去的那种单个文件。

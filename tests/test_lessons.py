@@ -1,5 +1,7 @@
 """The lesson sources: the rules every lesson follows, the translation of comments, and lint."""
 
+import ast
+import re
 import shutil
 import subprocess
 import sys
@@ -26,20 +28,35 @@ def test_a_translation_line_replaces_its_comment_in_chinese_and_vanishes_in_engl
     assert localize_code(source, "zh-CN") == 'x = "# not a comment"  # 设置 x\n# 完成'
 
 
+def test_a_translation_line_after_code_replaces_the_line_in_chinese():
+    source = ('if same:\n'
+              '    print(f"same weights: {same}")\n'
+              '# zh-CN: print(f"权重相同：{same}")\n'
+              'x = 1')
+    assert localize_code(source, "en") == 'if same:\n    print(f"same weights: {same}")\nx = 1'
+    assert localize_code(source, "zh-CN") == 'if same:\n    print(f"权重相同：{same}")\nx = 1'
+
+
 @pytest.mark.parametrize("source, message", [
     ("x = 1  # set x", "no Chinese translation for the comment '# set x'"),
     ("# one\n# two\n# zh-CN: 二", "no Chinese translation for the comment '# one'"),
-    ("# zh-CN: 孤立", "follows no English comment"),
+    ("# zh-CN: 孤立", "follows no English comment and no line of code"),
+    ("x = 1\n\n# zh-CN: x = 2", "follows no English comment and no line of code"),
     ("# one\nx = 1  # zh-CN: 一", "must be on a line of its own"),
+    ('print("a")\n# zh-CN: print("甲", 1)', "changes more than strings and comments"),
+    ('print(f"{a}")\n# zh-CN: print(f"{b}")', "changes more than strings and comments"),
+    ('print("a")\n# zh-CN: print("甲"', "not valid Python"),
 ])
 def test_a_missing_or_stray_translation_is_refused(source, message):
     with pytest.raises(LessonError, match=message):
         localize_code(source, "zh-CN")
 
 
-def test_strip_comments_keeps_code_and_hash_in_strings():
-    source = 'x = "#1"  # a comment\n# 注释\n\ny = 2'
-    assert build_notebooks.strip_comments(source) == 'x = "#1"\ny = 2'
+def test_code_shape_ignores_comments_layout_and_the_text_of_strings_only():
+    shape = build_notebooks.code_shape
+    assert shape('x = f"a {b:.2f}"  # c') == shape('x = (f"甲 {b:.2f}" \n     "乙")')
+    assert shape('x = f"{b}"') != shape('x = f"{c}"')
+    assert shape('x = "#1"') != shape('y = "#1"')
 
 
 # --------------------------------------------------------------------------- rules
@@ -119,14 +136,20 @@ def test_the_build_executes_the_notebooks_in_build_not_beside_them(monkeypatch, 
     executed_in, written_to = [], []
     monkeypatch.setattr(build_notebooks, "execute", lambda nb, folder: executed_in.append(folder) or nb)
     monkeypatch.setattr(build_notebooks.nbformat, "write", lambda nb, path: written_to.append(path))
-    monkeypatch.setattr(build_notebooks, "READMES", {language: tmp_path / f"README-{language}.md"
-                                                     for language in build_notebooks.LANGUAGES})
-    for readme in build_notebooks.READMES.values():
-        readme.write_text(f"{build_notebooks.LESSONS_START}\n{build_notebooks.LESSONS_END}\n")
+    monkeypatch.setattr(build_notebooks, "STUDENT", tmp_path / "student")
+    for name in ("READMES", "GUIDES"):
+        monkeypatch.setattr(build_notebooks, name, {language: tmp_path / f"{name}-{language}.md"
+                                                    for language in build_notebooks.LANGUAGES})
+        for path in getattr(build_notebooks, name).values():
+            path.write_text(f"{build_notebooks.LESSONS_START}\n{build_notebooks.LESSONS_END}\n")
     build_notebooks.build(["1"])
-    assert len(executed_in) == len(written_to) == len(build_notebooks.LANGUAGES)
+    assert len(executed_in) == len(build_notebooks.LANGUAGES)
     assert all(folder.is_relative_to(REPO / "build") for folder in executed_in)
-    assert all(path.parent.parent == build_notebooks.NOTEBOOKS for path in written_to)
+    executed = [path for path in written_to if path.parent.parent == build_notebooks.NOTEBOOKS]
+    student = [path for path in written_to if path.parent.parent == tmp_path / "student"]
+    assert len(executed) == len(build_notebooks.LANGUAGES)
+    assert len(student) == len(build_notebooks.LANGUAGES) * len(build_notebooks.all_lessons())
+    assert len(written_to) == len(executed) + len(student)
 
 # --------------------------------------------------------------------------- lint
 
@@ -134,3 +157,36 @@ def test_ruff_finds_nothing_in_the_lessons_modules_tools_and_tests():
     result = subprocess.run([sys.executable, "-m", "ruff", "check", "--no-cache", str(REPO)],
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+# --------------------------------------------------------------------------- Chinese output
+
+# two words in a row, one of three letters or more: a phrase, not units such as "MB ms"
+ENGLISH_WORDS = re.compile(r"[A-Za-z]{3,}[ ,:;.]+[A-Za-z]{2,}|[A-Za-z]{2,}[ ,:;.]+[A-Za-z]{3,}")
+
+
+def printed_texts(source):
+    """For each ``print(...)`` call in ``source``, in order, the pieces of text it writes
+    itself: its string arguments and the literal parts of its f-strings."""
+    texts = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "print":
+            parts = [value for arg in node.args
+                     for value in (arg.values if isinstance(arg, ast.JoinedStr) else [arg])]
+            texts.append([part.value for part in parts
+                          if isinstance(part, ast.Constant) and isinstance(part.value, str)])
+    return texts
+
+
+@pytest.mark.parametrize("lesson", build_notebooks.all_lessons(), ids=lambda lesson: lesson.name[:2])
+def test_the_chinese_notebooks_print_their_sentences_in_chinese(lesson):
+    """No English phrase that the lessons' own code prints is left in the Chinese notebook."""
+    untranslated = []
+    for cell in lesson.cells:
+        if cell.cell_type != "code":
+            continue
+        english = printed_texts(localize_code(cell.source, "en"))
+        chinese = printed_texts(localize_code(cell.source, "zh-CN"))
+        untranslated += [part for parts, twin in zip(english, chinese)
+                         for part in parts if ENGLISH_WORDS.search(part) and part in twin]
+    assert untranslated == [], f"{lesson.name}: print these in Chinese too (a '# zh-CN:' line)"

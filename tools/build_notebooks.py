@@ -5,19 +5,28 @@ format: plain Python that editors and linters read, cut into cells by
 ``# %%`` lines. Every prose cell is written twice, an English cell
 (``# %% [markdown] lang="en"``) followed by its Chinese twin
 (``lang="zh-CN"``); code is written once, and each of its comments is
-followed by a comment line ``# zh-CN: ...`` that translates it. The header
-holds the lesson's title, one-line summary and quick-run parameters.
+followed by a comment line ``# zh-CN: ...`` that translates it. A line of
+code that prints English (and has no comment) may be followed by such a line
+too: it then holds the whole Chinese line, which may differ from the English
+one in its strings only. The header holds the lesson's title, one-line
+summary and quick-run parameters.
+
+Exercises mark their solutions as nbgrader does, with ``### BEGIN SOLUTION``
+and ``### END SOLUTION`` lines. The student edition (``student/``) is the
+same notebooks, unexecuted, with each solution replaced by nbgrader's stub.
 
 This script checks every lesson against the rules below (``RULES``), writes
 ``notebooks/en/NAME.ipynb`` and ``notebooks/zh-CN/NAME.ipynb``, executes
 them (in ``build/lesson-runs/``, where the files they write stay out of the
-way) so the committed outputs come from a real run, and regenerates what
-repeats: the Colab cell, the "next lesson" links and the lesson tables of
-both READMEs.
+way) so the committed outputs come from a real run, writes the student
+edition, and regenerates what repeats: the Colab cell, the "next lesson"
+links, the lesson tables of both READMEs and the student-edition tables of
+both instructor guides.
 
     python tools/build_notebooks.py                 # check, build and execute every lesson
     python tools/build_notebooks.py 01              # one lesson, by number or name
-    python tools/build_notebooks.py --check         # are notebooks and READMEs in sync?
+    python tools/build_notebooks.py --student       # only the student edition (runs nothing)
+    python tools/build_notebooks.py --check         # are notebooks, student edition and READMEs in sync?
 
 The repository address (for the Colab cells and badges) is read from
 ``pyproject.toml``, its single source.
@@ -25,6 +34,7 @@ The repository address (for the Colab cells and badges) is read from
 
 import argparse
 import ast
+import copy
 import importlib.util
 import io
 import re
@@ -44,9 +54,11 @@ except ModuleNotFoundError:  # Python 3.10: the same parser, published as tomli
 REPO = Path(__file__).resolve().parent.parent
 LESSONS = REPO / "lessons"
 NOTEBOOKS = REPO / "notebooks"
+STUDENT = REPO / "student"  # the student edition: solutions replaced by a stub, no outputs
 BUILD_RUNS = REPO / "build" / "lesson-runs"  # where the build executes the notebooks
 LANGUAGES = ("en", "zh-CN")
 READMES = {"en": REPO / "README.md", "zh-CN": REPO / "README.zh-CN.md"}
+GUIDES = {"en": REPO / "INSTRUCTORS.md", "zh-CN": REPO / "INSTRUCTORS.zh-CN.md"}
 LESSONS_START, LESSONS_END = "<!-- lessons:start -->", "<!-- lessons:end -->"
 COLAB_BADGE = "https://colab.research.google.com/assets/colab-badge.svg"
 # The kernel's own log is noise in a report: warnings at start-up ("running over TCP
@@ -56,6 +68,10 @@ COLAB_BADGE = "https://colab.research.google.com/assets/colab-badge.svg"
 KERNEL_ARGUMENTS = ["--IPKernelApp.log_level=CRITICAL"]
 
 TRANSLATION = "# zh-CN:"
+# nbgrader's markers of a solution region, and the stub that replaces it in the student edition.
+BEGIN_SOLUTION, END_SOLUTION = "### BEGIN SOLUTION", "### END SOLUTION"
+SOLUTION_STUB = ("# YOUR CODE HERE", "raise NotImplementedError()")
+EXERCISE_CHECK = re.compile(r"^check\.exercise_(\d+)\(", re.M)
 
 # What every lesson must have; ``lesson_problems`` checks each of these.
 RULES = """\
@@ -66,7 +82,10 @@ RULES = """\
 - exactly one code cell is tagged "parameters"; it assigns plain values, at least to
   epochs, device, data_dir and seed, and quick_run only names those parameters;
 - the first code cell after it checks them early: it calls devices.get_device,
-  fc_model.check_positive_int and helper.prepare_fashion_mnist."""
+  fc_model.check_positive_int and helper.prepare_fashion_mnist;
+- it has two or three exercises, numbered from 1: each is a code cell with one solution
+  region (### BEGIN SOLUTION ... ### END SOLUTION), followed by a code cell that calls
+  check.exercise_N(...)."""
 REQUIRED_PARAMETERS = ("epochs", "device", "data_dir", "seed")
 EARLY_CHECKS = ("devices.get_device", "fc_model.check_positive_int", "helper.prepare_fashion_mnist")
 
@@ -101,25 +120,34 @@ class Lesson:
 # --------------------------------------------------------------------------- code cells
 
 def localize_code(source, language):
-    """The code of a cell for ``language``: each comment in English, or replaced by the
-    ``# zh-CN:`` line that follows it, and the ``# zh-CN:`` lines removed.
+    """The code of a cell for ``language``, with its ``# zh-CN:`` lines removed.
 
-    Raises ``LessonError`` for a comment without a translation, or a translation
-    that follows no comment.
+    In Chinese, each comment is replaced by the ``# zh-CN:`` line that follows it,
+    and each line of code followed by a ``# zh-CN:`` line is replaced by that line
+    (indented like it), which may change strings only. Raises ``LessonError`` for a
+    comment without a translation, a translation that follows neither a comment nor
+    a line of code, or a Chinese line that changes the code.
     """
     lines = source.splitlines(keepends=True)
     comments = [t for t in tokenize.generate_tokens(io.StringIO(source).readline)
-                if t.type == tokenize.COMMENT]
+                if t.type == tokenize.COMMENT and t.string.strip() not in (BEGIN_SOLUTION, END_SOLUTION)]
+    comment_rows = {t.start[0] for t in comments}
     replacements, drop, pending = {}, set(), None
     for token in comments:
         row, column = token.start
         if token.string.startswith(TRANSLATION):
-            if pending is None:
-                raise LessonError(f"the translation {token.string!r} follows no English comment")
             if lines[row - 1][:column].strip():
                 raise LessonError(f"the translation {token.string!r} must be on a line of its own")
-            replacements[pending.start] = (pending.string,
-                                           "# " + token.string[len(TRANSLATION):].strip())
+            chinese = token.string[len(TRANSLATION):].strip()
+            if pending is not None:
+                replacements[pending.start] = (pending.string, "# " + chinese)
+            elif row > 1 and lines[row - 2].strip() and row - 1 not in comment_rows:
+                english = lines[row - 2].rstrip("\r\n")
+                indent = english[:len(english) - len(english.lstrip())]
+                replacements[(row - 1, 0)] = (english, indent + chinese)
+            else:
+                raise LessonError(f"the translation {token.string!r} follows no English comment "
+                                  "and no line of code")
             drop.add(row)
             pending = None
         else:
@@ -133,15 +161,57 @@ def localize_code(source, language):
             line = lines[row - 1]
             lines[row - 1] = line[:column] + chinese + line[column + len(english):]
     kept = [line for number, line in enumerate(lines, start=1) if number not in drop]
-    return "".join(kept).rstrip("\n")
+    localized = "".join(kept).rstrip("\n")
+    if language != "en" and code_shape(localized) != code_shape(localize_code(source, "en")):
+        raise LessonError("a Chinese line changes more than strings and comments in:\n" + localized)
+    return localized
 
 
-def strip_comments(source):
-    """The code of a cell without comments and blank lines, for comparing languages."""
-    tokens = [t for t in tokenize.generate_tokens(io.StringIO(source).readline)
-              if t.type != tokenize.COMMENT]
-    code = tokenize.untokenize(tokens)
-    return "\n".join(line.rstrip() for line in code.splitlines() if line.strip())
+def code_shape(source):
+    """The code of a cell without comments, layout and the text of its strings (the
+    expressions inside f-strings are kept): what the two languages must share."""
+    class BlankStrings(ast.NodeTransformer):
+        def visit_Constant(self, node):
+            return ast.Constant("") if isinstance(node.value, str) else node
+
+        def visit_JoinedStr(self, node):
+            node.values = [self.visit(v) for v in node.values if isinstance(v, ast.FormattedValue)]
+            return node
+
+    try:
+        tree = ast.parse(source)
+    except SyntaxError as err:
+        raise LessonError(f"a code cell is not valid Python ({err.msg}, line {err.lineno}):\n{source}") from None
+    return ast.dump(BlankStrings().visit(tree))
+
+
+def solution_regions(source):
+    """The ``(begin, end)`` line indices of the solution regions in ``source``;
+    ``LessonError`` when the markers do not pair up."""
+    regions, begin = [], None
+    for index, line in enumerate(source.splitlines()):
+        marker = line.strip()
+        if marker == BEGIN_SOLUTION:
+            if begin is not None:
+                raise LessonError(f"a second {BEGIN_SOLUTION!r} before {END_SOLUTION!r}")
+            begin = index
+        elif marker == END_SOLUTION:
+            if begin is None:
+                raise LessonError(f"{END_SOLUTION!r} without {BEGIN_SOLUTION!r}")
+            regions.append((begin, index))
+            begin = None
+    if begin is not None:
+        raise LessonError(f"{BEGIN_SOLUTION!r} without {END_SOLUTION!r}")
+    return regions
+
+
+def student_code(source):
+    """``source`` with each solution region replaced by nbgrader's stub, indented like it."""
+    lines = source.splitlines()
+    for begin, end in reversed(solution_regions(source)):
+        indent = lines[begin][:len(lines[begin]) - len(lines[begin].lstrip())]
+        lines[begin:end + 1] = [indent + line for line in SOLUTION_STUB]
+    return "\n".join(lines)
 
 
 def parameters(lesson):
@@ -218,6 +288,31 @@ def lesson_problems(lesson):
     unchecked = [name for name in EARLY_CHECKS if name not in _called_names(after)]
     if unchecked:
         problems.append(f"the cell after the parameters does not call {unchecked}")
+    problems.extend(exercise_problems(code))
+    return problems
+
+
+def exercise_problems(code):
+    """How the exercises among the ``code`` cells of a lesson break the rules."""
+    problems, exercises = [], []
+    for index, cell in enumerate(code):
+        try:
+            regions = solution_regions(cell.source)
+        except LessonError as err:
+            problems.append(str(err))
+            continue
+        if len(regions) > 1:
+            problems.append(f"a code cell has {len(regions)} solution regions; an exercise has one")
+        if regions:
+            exercises.append(index)
+    if not 2 <= len(exercises) <= 3:
+        problems.append(f"the lesson has {len(exercises)} exercises (solution regions); "
+                        "it needs two or three")
+    for number, index in enumerate(exercises, start=1):
+        following = code[index + 1].source if index + 1 < len(code) else ""
+        if [int(n) for n in EXERCISE_CHECK.findall(following)] != [number]:
+            problems.append(f"exercise {number} is not followed by a cell that calls "
+                            f"check.exercise_{number}(...)")
     return problems
 
 
@@ -300,6 +395,15 @@ def make_notebook(lesson, language, next_lesson=None):
     return nb
 
 
+def student_notebook(nb):
+    """The student edition of an unexecuted notebook: each solution replaced by the stub."""
+    student = copy.deepcopy(nb)
+    for cell in student.cells:
+        if cell.cell_type == "code":
+            cell.source = student_code(cell.source)
+    return student
+
+
 def notebooks(lessons):
     """``(lesson, language, unexecuted notebook)`` for every lesson and language."""
     for index, lesson in enumerate(lessons):
@@ -326,8 +430,9 @@ def cell_signature(nb):
 
 # --------------------------------------------------------------------------- READMEs
 
-def lessons_block(lessons, language):
-    """The README's list of lessons, with a Colab badge per notebook and language."""
+def lessons_block(lessons, language, folder="notebooks"):
+    """The list of lessons, with a Colab badge per notebook and language, for the
+    notebooks in ``folder`` (``notebooks`` in the READMEs, ``student`` in the guides)."""
     owner_repo = repository_url().removeprefix("https://github.com/").rstrip("/")
     items = [f"{lesson.number}. **{lesson.title[language].split('. ', 1)[1]}**"
              f"{README_DASHES[language]}{lesson.summary[language]}" for lesson in lessons]
@@ -335,21 +440,30 @@ def lessons_block(lessons, language):
     for lesson in lessons:
         links = [
             f"[![Open In Colab]({COLAB_BADGE})](https://colab.research.google.com/github/"
-            f"{owner_repo}/blob/main/notebooks/{lang}/{lesson.name}.ipynb)"
+            f"{owner_repo}/blob/main/{folder}/{lang}/{lesson.name}.ipynb)"
             for lang in LANGUAGES
         ]
-        rows.append(f"| [{lesson.title[language]}](notebooks/{language}/{lesson.name}.ipynb) | "
+        rows.append(f"| [{lesson.title[language]}]({folder}/{language}/{lesson.name}.ipynb) | "
                     + " | ".join(links) + " |")
     return "\n".join(items) + "\n\n" + "\n".join(rows)
 
 
-def readme_with_lessons(language, lessons):
-    text = READMES[language].read_text(encoding="utf-8")
+def with_lessons_block(path, block):
+    """The text of ``path`` with its lessons:start ... lessons:end block replaced by ``block``."""
+    text = path.read_text(encoding="utf-8")
     pattern = re.compile(re.escape(LESSONS_START) + ".*?" + re.escape(LESSONS_END), re.S)
     if not pattern.search(text):
-        raise ValueError(f"{READMES[language].name} lacks the {LESSONS_START} ... {LESSONS_END} block")
-    block = f"{LESSONS_START}\n{lessons_block(lessons, language)}\n{LESSONS_END}"
-    return pattern.sub(lambda _: block, text)
+        raise ValueError(f"{path.name} lacks the {LESSONS_START} ... {LESSONS_END} block")
+    return pattern.sub(lambda _: f"{LESSONS_START}\n{block}\n{LESSONS_END}", text)
+
+
+def generated_texts(lessons):
+    """``{path: text}`` for the READMEs and instructor guides, with their lesson lists."""
+    texts = {path: with_lessons_block(path, lessons_block(lessons, language))
+             for language, path in READMES.items()}
+    texts.update({path: with_lessons_block(path, lessons_block(lessons, language, "student"))
+                  for language, path in GUIDES.items()})
+    return texts
 
 
 # --------------------------------------------------------------------------- commands
@@ -368,13 +482,18 @@ def check():
             problems.append(f"{target.relative_to(REPO)} differs from {lesson.path.relative_to(REPO)}")
         elif any(c.cell_type == "code" and c.execution_count is None for c in committed.cells):
             problems.append(f"{target.relative_to(REPO)} has cells that were never executed")
+        student = STUDENT / language / f"{lesson.name}.ipynb"
+        if not student.exists() or nbformat.read(student, as_version=4) != student_notebook(expected):
+            problems.append(f"{student.relative_to(REPO)} is missing or out of date: "
+                            "run python tools/build_notebooks.py --student")
     expected_names = {f"{lesson.name}.ipynb" for lesson in lessons}
-    for language in LANGUAGES:
-        for stray in sorted({p.name for p in (NOTEBOOKS / language).glob("*.ipynb")} - expected_names):
-            problems.append(f"notebooks/{language}/{stray} has no source in lessons/")
-    for language, readme in READMES.items():
-        if readme.read_text(encoding="utf-8") != readme_with_lessons(language, lessons):
-            problems.append(f"{readme.name}: the lesson list is out of date")
+    for folder in (NOTEBOOKS, STUDENT):
+        for language in LANGUAGES:
+            for stray in sorted({p.name for p in (folder / language).glob("*.ipynb")} - expected_names):
+                problems.append(f"{folder.name}/{language}/{stray} has no source in lessons/")
+    for path, text in generated_texts(lessons).items():
+        if path.read_text(encoding="utf-8") != text:
+            problems.append(f"{path.name}: the lesson list is out of date")
     return problems
 
 
@@ -418,22 +537,39 @@ def build(wanted=()):
         workdir.mkdir(parents=True, exist_ok=True)
         print(f"executing {language}/{lesson.name}.ipynb ...", flush=True)
         nbformat.write(execute(nb, workdir), NOTEBOOKS / language / f"{lesson.name}.ipynb")
-    for language, readme in READMES.items():
-        readme.write_text(readme_with_lessons(language, lessons), encoding="utf-8")
+    write_student_edition(lessons)
+
+
+def write_student_edition(lessons=None):
+    """Write ``student/`` (nothing is executed) and the lesson lists of READMEs and guides."""
+    lessons = lessons or all_lessons()
+    for lesson, language, nb in notebooks(lessons):
+        (STUDENT / language).mkdir(parents=True, exist_ok=True)
+        nbformat.write(student_notebook(nb), STUDENT / language / f"{lesson.name}.ipynb")
+    for path, text in generated_texts(lessons).items():
+        path.write_text(text, encoding="utf-8")
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("lessons", nargs="*", help="lesson numbers or names (default: all)")
-    parser.add_argument("--check", action="store_true",
-                        help="only report whether notebooks and READMEs match their sources")
+    action = parser.add_mutually_exclusive_group()
+    action.add_argument("--student", action="store_true",
+                        help="only write the student edition, student/ (executes nothing)")
+    action.add_argument("--check", action="store_true",
+                        help="only report whether notebooks, student edition and READMEs "
+                             "match their sources")
     args = parser.parse_args()
     try:
         if args.check:
             problems = check()
-            print("\n".join(problems) or "notebooks and READMEs are in sync with lessons/")
+            print("\n".join(problems) or "notebooks, student edition and READMEs are in sync with lessons/")
             return 1 if problems else 0
-        build(args.lessons)
+        if args.student:
+            write_student_edition()
+            print(f"wrote the student edition to {STUDENT}")
+        else:
+            build(args.lessons)
     except LessonError as err:
         print(err, file=sys.stderr)
         return 1

@@ -29,7 +29,8 @@ import yaml
 import helper
 from build_notebooks import KERNEL_ARGUMENTS, LANGUAGES, NOTEBOOKS, REPO, all_lessons
 
-ACCURACY = re.compile(r"test accuracy[^:\n]*:\s*([01]\.\d+)", re.IGNORECASE)
+# "Test accuracy ...: 0.84" in English, "...测试准确率...：0.84" in Chinese.
+ACCURACY = re.compile(r"(?:test accuracy|测试准确率)[^:：\n]*[:：]\s*([01]\.\d+)", re.IGNORECASE)
 
 
 class UsageError(ValueError):
@@ -107,7 +108,7 @@ def data_dir_of(paths, given):
 
 
 def last_test_accuracy(nb):
-    """The last 'test accuracy: x' the notebook printed, or None."""
+    """The last test accuracy the notebook printed ('test accuracy: x', '测试准确率：x'), or None."""
     found = None
     for cell in nb.cells:
         for output in cell.get("outputs", []):

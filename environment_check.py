@@ -1,0 +1,228 @@
+"""Check a machine before a workshop: ``python -m environment_check``.
+
+Learners run it first, in the environment they will use for the lessons. It
+prints one line per check, ✓ or ✗, and for each problem what to do:
+
+- the Python version the companion package requires;
+- torch and torchvision: importable, versions the package accepts, and a
+  torchvision that works with this torch (a mismatched pair fails at import);
+- the companion modules importable;
+- the four Fashion-MNIST files present and valid (sizes and IDX headers);
+- a Jupyter kernel for Python;
+- the device that ``device="auto"`` picks.
+
+The exit status is 0 when every check passes, 1 otherwise. Nothing is
+downloaded or written. ``--language zh-CN`` prints in Chinese (the default
+follows the ``LANG`` environment variable).
+"""
+
+import argparse
+import importlib
+import importlib.metadata
+import os
+import platform
+import sys
+
+DISTRIBUTION = "saving-loading-pytorch-lessons"
+
+
+class Report:
+    """Collects the results of the checks and prints each as it comes."""
+
+    def __init__(self, language="en"):
+        self.language = language
+        self.problems = 0
+
+    def say(self, english, chinese):
+        return chinese if self.language == "zh-CN" else english
+
+    def ok(self, english, chinese):
+        print("✓ " + self.say(english, chinese))
+
+    def problem(self, english, chinese):
+        self.problems += 1
+        print("✗ " + self.say(english, chinese))
+
+
+def _requirements():
+    """``{name: specifier}`` of the installed package's requirements (torch, torchvision, ...)."""
+    from packaging.requirements import Requirement
+
+    found = {}
+    for line in importlib.metadata.requires(DISTRIBUTION) or []:
+        requirement = Requirement(line)
+        if requirement.marker is None:
+            found[requirement.name] = requirement.specifier
+    return found
+
+
+def check_package(report):
+    """The companion package is installed; returns its metadata or None."""
+    try:
+        metadata = importlib.metadata.metadata(DISTRIBUTION)
+    except importlib.metadata.PackageNotFoundError:
+        report.problem(
+            f"the companion package {DISTRIBUTION} is not installed: in the lessons' folder run "
+            "`python -m pip install .` (or the README's `make run`, which installs it in .venv).",
+            f"配套软件包 {DISTRIBUTION} 尚未安装：请在课程所在的目录中运行 `python -m pip install .`"
+            "（或者运行 README 中的 `make run`，它会把软件包安装到 .venv 中）。")
+        return None
+    report.ok(f"{DISTRIBUTION} {metadata['Version']} is installed",
+              f"已安装 {DISTRIBUTION} {metadata['Version']}")
+    return metadata
+
+
+def check_python(report, metadata):
+    from packaging.specifiers import SpecifierSet
+
+    version = platform.python_version()
+    wanted = SpecifierSet(metadata["Requires-Python"] or "") if metadata else SpecifierSet(">=3.10")
+    if version in wanted:
+        report.ok(f"Python {version} ({sys.executable})", f"Python {version}（{sys.executable}）")
+    else:
+        report.problem(f"Python {version} is too old or too new: the lessons need Python {wanted}. "
+                       "Create the environment with another Python.",
+                       f"Python {version} 太旧或太新：课程需要 Python {wanted}。请换一个 Python 来创建环境。")
+
+
+def check_torch(report, metadata):
+    """torch and torchvision import, and their versions are ones the package accepts."""
+    wanted = _requirements() if metadata else {}
+    for name in ("torch", "torchvision"):
+        try:
+            module = importlib.import_module(name)
+        except Exception as err:  # a broken pairing fails here, e.g. "operator torchvision::nms does not exist"
+            report.problem(
+                f"`import {name}` fails ({type(err).__name__}: {err}). Install torch and torchvision "
+                "together, as a matching pair (see the README).",
+                f"`import {name}` 失败（{type(err).__name__}: {err}）。请把 torch 和 torchvision "
+                "作为相互匹配的一对一起安装（见 README）。")
+            continue
+        version = module.__version__.split("+")[0]
+        if name in wanted and version not in wanted[name]:
+            report.problem(f"{name} {module.__version__} is not a version the lessons accept ({wanted[name]}).",
+                           f"{name} {module.__version__} 不是课程接受的版本（{wanted[name]}）。")
+        else:
+            report.ok(f"{name} {module.__version__}", f"{name} {module.__version__}")
+
+
+def companion_modules():
+    """The modules the package installs, from its ``top_level.txt``."""
+    try:
+        listed = importlib.metadata.distribution(DISTRIBUTION).read_text("top_level.txt") or ""
+    except importlib.metadata.PackageNotFoundError:
+        return []
+    return sorted(line.strip() for line in listed.splitlines() if line.strip())
+
+
+def check_modules(report):
+    modules, broken = companion_modules(), []
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except Exception as err:
+            broken.append(f"{name} ({type(err).__name__}: {err})")
+    if broken:
+        report.problem(f"companion modules that do not import: {'; '.join(broken)}. "
+                       "Reinstall with `python -m pip install .`.",
+                       f"无法导入的配套模块：{'；'.join(broken)}。请用 `python -m pip install .` 重新安装。")
+    elif modules:
+        report.ok(f"companion modules import: {', '.join(modules)}",
+                  f"配套模块均可导入：{', '.join(modules)}")
+
+
+def check_data(report, data_dir):
+    try:
+        import helper
+    except Exception:
+        return  # reported by check_modules
+    data_dir = data_dir or helper.DEFAULT_DATA_DIR
+    raw = helper.fashion_mnist_raw_dir(data_dir)
+    problems = []
+    for name, expected in helper.IDX_FILES.items():
+        if not (raw / name).exists():
+            problems.append(report.say(f"{name} is missing", f"缺少 {name}"))
+            continue
+        try:
+            helper.check_idx_file(raw / name, expected, name=name)
+        except (OSError, helper.FashionMNISTError) as err:
+            problems.append(str(err))
+    if problems:
+        report.problem(
+            f"Fashion-MNIST in {raw}: {'; '.join(problems)}. Install it from the four .gz files "
+            f"(a USB stick, for example): `python -m helper --source FOLDER --root {data_dir}`, "
+            f"or online: `python -m helper --root {data_dir}`.",
+            f"{raw} 中的 Fashion-MNIST：{'；'.join(problems)}。请从那四个 .gz 文件（例如 U 盘上的）安装："
+            f"`python -m helper --source FOLDER --root {data_dir}`；联网时也可以运行 `python -m helper --root {data_dir}`。")
+    else:
+        report.ok(f"Fashion-MNIST is complete in {raw}", f"Fashion-MNIST 完整，位于 {raw}")
+
+
+def check_kernel(report):
+    try:
+        from jupyter_client.kernelspec import KernelSpecManager
+
+        kernels = KernelSpecManager().find_kernel_specs()
+        importlib.import_module("ipykernel")
+    except Exception as err:
+        report.problem(f"no Jupyter here ({type(err).__name__}: {err}): "
+                       "`python -m pip install jupyterlab ipykernel`.",
+                       f"当前环境中没有 Jupyter（{type(err).__name__}: {err}）：请运行 "
+                       "`python -m pip install jupyterlab ipykernel`。")
+        return
+    if "python3" in kernels:
+        report.ok(f"Jupyter kernel python3 ({kernels['python3']})",
+                  f"Jupyter 内核 python3（{kernels['python3']}）")
+    else:
+        report.problem("Jupyter has no python3 kernel: `python -m ipykernel install --user`.",
+                       "Jupyter 中没有 python3 内核：请运行 `python -m ipykernel install --user`。")
+
+
+def check_device(report):
+    try:
+        import devices
+    except Exception:
+        return  # reported by check_modules
+    device = devices.get_device("auto")
+    if device.type == "cpu":
+        report.ok('device="auto" picks cpu (no GPU found; the lessons run on a CPU, only slower)',
+                  'device="auto" 选择了 cpu（没有找到 GPU；课程在 CPU 上也能运行，只是慢一些）')
+    else:
+        report.ok(f'device="auto" picks {device}', f'device="auto" 选择了 {device}')
+
+
+def run_checks(data_dir, language="en"):
+    """Run every check, printing one line each; return the number of problems."""
+    report = Report(language)
+    metadata = check_package(report)
+    check_python(report, metadata)
+    check_torch(report, metadata)
+    check_modules(report)
+    check_data(report, data_dir)
+    check_kernel(report)
+    check_device(report)
+    if report.problems:
+        print(report.say(f"{report.problems} problem(s): fix them, then run this check again.",
+                         f"发现 {report.problems} 个问题：请逐一解决后再运行一次检查。"))
+    else:
+        print(report.say("Everything is ready for the lessons.", "一切就绪，可以开始上课了。"))
+    return report.problems
+
+
+def default_language():
+    return "zh-CN" if os.environ.get("LANG", "").lower().startswith("zh") else "en"
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m environment_check",
+                                     description=__doc__.splitlines()[0])
+    parser.add_argument("--data-dir", default=None,
+                        help="the lessons' data_dir (default: theirs, ~/.pytorch/F_MNIST_data/)")
+    parser.add_argument("--language", choices=("en", "zh-CN"), default=default_language(),
+                        help="the language of the report (default: from $LANG)")
+    args = parser.parse_args(argv)
+    return 1 if run_checks(args.data_dir, args.language) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,125 @@
+"""The environment check learners run first: every check passes here, and each problem
+gets its own message with what to do."""
+
+import gzip
+import importlib
+import shutil
+import subprocess
+import sys
+
+import environment_check
+import helper
+from conftest import REPO
+
+sys.path.insert(0, str(REPO / "tools"))
+import build_notebooks  # noqa: E402
+
+
+def run(capsys, *argv):
+    status = environment_check.main(list(argv))
+    return status, capsys.readouterr().out
+
+
+def test_the_command_passes_on_a_ready_machine(data_dir):
+    result = subprocess.run([sys.executable, "-m", "environment_check", "--data-dir", data_dir,
+                             "--language", "en"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    assert len([line for line in lines if line.startswith("✓ ")]) == 8, result.stdout
+    assert not [line for line in lines if line.startswith("✗ ")]
+    assert lines[-1] == "Everything is ready for the lessons."
+    assert 'device="auto" picks cpu' in result.stdout or 'device="auto" picks cuda' in result.stdout
+
+
+def test_missing_data_names_the_files_and_the_command(tmp_path, capsys):
+    status, out = run(capsys, "--data-dir", str(tmp_path), "--language", "en")
+    assert status == 1
+    problem = next(line for line in out.splitlines() if line.startswith("✗ "))
+    for name in helper.IDX_FILES:
+        assert f"{name} is missing" in problem
+    assert f"python -m helper --source FOLDER --root {tmp_path}" in problem
+    assert out.splitlines()[-1] == "1 problem(s): fix them, then run this check again."
+
+
+def test_a_truncated_file_is_reported_as_damaged(tmp_path, data_dir, capsys):
+    raw = helper.fashion_mnist_raw_dir(tmp_path)
+    raw.mkdir(parents=True)
+    for name in helper.IDX_FILES:
+        shutil.copy(helper.fashion_mnist_raw_dir(data_dir) / name, raw / name)
+    with open(raw / "t10k-labels-idx1-ubyte", "r+b") as f:
+        f.truncate(5000)
+    status, out = run(capsys, "--data-dir", str(tmp_path), "--language", "en")
+    assert status == 1
+    assert "t10k-labels-idx1-ubyte has 5000 bytes, expected 10008: the file is truncated" in out
+
+
+def test_compressed_files_in_the_raw_folder_are_not_enough(tmp_path, capsys):
+    raw = helper.fashion_mnist_raw_dir(tmp_path)
+    raw.mkdir(parents=True)
+    for name in helper.IDX_FILES:
+        with gzip.open(raw / f"{name}.gz", "wb") as f:
+            f.write(b"")
+    status, out = run(capsys, "--data-dir", str(tmp_path), "--language", "en")
+    assert status == 1 and "train-images-idx3-ubyte is missing" in out
+
+
+def test_the_report_speaks_chinese(tmp_path, capsys):
+    status, out = run(capsys, "--data-dir", str(tmp_path), "--language", "zh-CN")
+    assert status == 1
+    assert "缺少 train-images-idx3-ubyte" in out
+    assert out.splitlines()[-1] == "发现 1 个问题：请逐一解决后再运行一次检查。"
+
+
+def test_the_language_follows_lang(monkeypatch):
+    monkeypatch.setenv("LANG", "zh_CN.UTF-8")
+    assert environment_check.default_language() == "zh-CN"
+    monkeypatch.setenv("LANG", "C.UTF-8")
+    assert environment_check.default_language() == "en"
+
+
+def test_a_torchvision_that_does_not_import_is_reported(monkeypatch, data_dir, capsys):
+    real_import = importlib.import_module
+
+    def import_module(name, *args):
+        if name == "torchvision":
+            raise RuntimeError("operator torchvision::nms does not exist")
+        return real_import(name, *args)
+
+    monkeypatch.setattr(environment_check.importlib, "import_module", import_module)
+    status, out = run(capsys, "--data-dir", data_dir, "--language", "en")
+    assert status == 1
+    assert ("✗ `import torchvision` fails (RuntimeError: operator torchvision::nms does not exist). "
+            "Install torch and torchvision together") in out
+
+
+def test_a_torch_the_package_does_not_accept_is_reported(monkeypatch, data_dir, capsys):
+    import torch
+
+    monkeypatch.setattr(torch, "__version__", "2.0.1")
+    status, out = run(capsys, "--data-dir", data_dir, "--language", "en")
+    assert status == 1
+    assert "✗ torch 2.0.1 is not a version the lessons accept (>=2.6)" in out
+
+
+def test_a_missing_kernel_is_reported(monkeypatch, data_dir, capsys):
+    from jupyter_client import kernelspec
+
+    monkeypatch.setattr(kernelspec.KernelSpecManager, "find_kernel_specs", lambda self: {})
+    status, out = run(capsys, "--data-dir", data_dir, "--language", "en")
+    assert status == 1
+    assert "✗ Jupyter has no python3 kernel: `python -m ipykernel install --user`." in out
+
+
+def test_a_missing_package_says_how_to_install_it(monkeypatch, capsys):
+    def not_found(name):
+        raise environment_check.importlib.metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(environment_check.importlib.metadata, "metadata", not_found)
+    report = environment_check.Report("en")
+    assert environment_check.check_package(report) is None
+    assert report.problems == 1
+    assert "is not installed: in the lessons' folder run `python -m pip install .`" in capsys.readouterr().out
+
+
+def test_the_modules_checked_are_the_ones_pyproject_installs():
+    assert environment_check.companion_modules() == sorted(build_notebooks.companion_modules())

@@ -1,0 +1,297 @@
+"""The lessons' exercises and their checks, both ways, and the student edition.
+
+The exercise sections run here in this process, cell by cell, as a learner
+would after a kernel restart: with the solutions every check passes; in the
+student edition every check says, in the notebook's language, that the
+exercise is not done yet. Wrong answers get the message meant for them.
+"""
+
+import contextlib
+import datetime
+import io
+import re
+import sys
+
+import nbformat
+import pytest
+import torch
+
+import exercise_checks
+from conftest import REPO
+
+sys.path.insert(0, str(REPO / "tools"))
+import build_notebooks  # noqa: E402
+
+LESSONS = build_notebooks.all_lessons()
+CASES = [(lesson, language) for lesson in LESSONS for language in build_notebooks.LANGUAGES]
+CHINESE = re.compile(r"[\u4e00-\u9fff]")
+
+
+def case_id(case):
+    return f"{case[0].name[:2]}-{case[1]}"
+
+
+def exercise_section(lesson, language, student=False):
+    """The code cells of the lesson's exercise section, as its notebook (or student
+    edition) has them: from the cell that calls exercise_checks.for_lesson to the end."""
+    nb = build_notebooks.make_notebook(lesson, language)
+    if student:
+        nb = build_notebooks.student_notebook(nb)
+    code = [cell.source for cell in nb.cells if cell.cell_type == "code"]
+    start = next(i for i, source in enumerate(code) if "exercise_checks.for_lesson(" in source)
+    return code[start:]
+
+
+def run_cells(cells, tmp_path, monkeypatch):
+    """Execute ``cells`` in one fresh namespace; ``[(source, printed, exception or None)]``."""
+    monkeypatch.chdir(tmp_path)
+    namespace, results = {"__name__": "__main__"}, []
+    for source in cells:
+        printed = io.StringIO()
+        try:
+            with contextlib.redirect_stdout(printed):
+                exec(compile(source, "<cell>", "exec"), namespace)
+            results.append((source, printed.getvalue(), None))
+        except Exception as err:
+            results.append((source, printed.getvalue(), err))
+    return results
+
+
+def label(language, lesson, number):
+    """How a check's message starts, in each language (with the language's own colon)."""
+    return f"练习 {lesson}.{number}：" if language == "zh-CN" else f"Exercise {lesson}.{number}: "
+
+
+def is_check(source):
+    return build_notebooks.EXERCISE_CHECK.search(source) is not None
+
+
+def test_every_lesson_has_checks_for_its_exercises():
+    for lesson in LESSONS:
+        cells = exercise_section(lesson, "en")
+        called = sorted(int(n) for source in cells for n in build_notebooks.EXERCISE_CHECK.findall(source))
+        assert called == exercise_checks.exercise_numbers(lesson.number), lesson.name
+        assert f"for_lesson({lesson.number}," in cells[0]
+
+
+@pytest.mark.parametrize("case", CASES, ids=case_id)
+def test_the_solutions_pass_their_checks(case, tmp_path, monkeypatch):
+    lesson, language = case
+    results = run_cells(exercise_section(lesson, language), tmp_path, monkeypatch)
+    failures = [(source, error) for source, _, error in results if error is not None]
+    assert failures == []
+    passed = [printed for source, printed, _ in results if is_check(source)]
+    assert len(passed) == len(exercise_checks.exercise_numbers(lesson.number))
+    for number, printed in enumerate(passed, start=1):
+        assert printed.startswith(f"✓ {label(language, lesson.number, number)}")
+        assert bool(CHINESE.search(printed)) == (language == "zh-CN"), printed
+
+
+@pytest.mark.parametrize("case", CASES, ids=case_id)
+def test_the_student_edition_checks_say_not_done_in_the_notebooks_language(case, tmp_path, monkeypatch):
+    lesson, language = case
+    results = run_cells(exercise_section(lesson, language, student=True), tmp_path, monkeypatch)
+    checks = [(source, error) for source, _, error in results if is_check(source)]
+    others = [(source, error) for source, _, error in results if not is_check(source)]
+    assert [error for _, error in others if error is not None] == [], \
+        "only the check cells may fail in the student edition"
+    assert len(checks) == len(exercise_checks.exercise_numbers(lesson.number))
+    for number, (_, error) in enumerate(checks, start=1):
+        assert isinstance(error, exercise_checks.ExerciseFailed), error
+        assert error.not_done
+        message = str(error)
+        assert message.startswith(label(language, lesson.number, number))
+        assert "raise NotImplementedError()" in message
+        assert bool(CHINESE.search(message)) == (language == "zh-CN"), message
+        assert error._render_traceback_() == ["✗ " + message]
+
+
+# --------------------------------------------------------------------------- wrong answers
+
+def _save_whole_model(model, path):
+    torch.save(model, path)
+
+
+def _live_state_dict(model):
+    return model.state_dict()
+
+
+def _save_without_optimizer(path, model, optimizer, epoch):
+    torch.save({"epoch": epoch, "model_state_dict": model.state_dict(),
+                "optimizer_state_dict": {"state": {}, "param_groups": []}}, path)
+
+
+def _resume_unsafely(path, model, optimizer):
+    checkpoint = torch.load(path, weights_only=False)
+    model.load_state_dict(checkpoint["model_state_dict"])
+    optimizer.load_state_dict(checkpoint["optimizer_state_dict"])
+    return checkpoint["epoch"]
+
+
+def _resume_model_only(path, model, optimizer):
+    checkpoint = torch.load(path, weights_only=True)
+    model.load_state_dict(checkpoint["model_state_dict"])
+    return checkpoint["epoch"]
+
+
+def _train_from_scratch_every_time(model, optimizer, batches, epochs, path):
+    for epoch in range(epochs):
+        for inputs, targets in batches:
+            optimizer.zero_grad()
+            torch.nn.functional.mse_loss(model(inputs), targets).backward()
+            optimizer.step()
+        torch.save({"epoch": epoch + 1, "model_state_dict": model.state_dict(),
+                    "optimizer_state_dict": optimizer.state_dict()}, path)
+
+
+def _allow_for_good(path):
+    torch.serialization.add_safe_globals([datetime.date, datetime.timedelta])
+    return torch.load(path, weights_only=True)
+
+
+def _save_without_metadata(model, path):
+    import safetensors.torch
+
+    safetensors.torch.save_file(model.state_dict(), path)
+
+
+def _strip_module_only(model, state_dict):
+    model.load_state_dict({key.removeprefix("module."): value for key, value in state_dict.items()},
+                          strict=False)
+
+
+def _load_everything_loosely(model, state_dict):
+    model.load_state_dict({k: v for k, v in state_dict.items() if not k.startswith("output")},
+                          strict=False)
+
+
+def _newest_by_name(root):
+    folders = sorted(root.glob("step-*"))
+    return folders[-1] if folders else None
+
+
+def _plain_dcp_load(model, folder):
+    import torch.distributed.checkpoint as dcp
+
+    state_dict = {"model": model.state_dict()}
+    dcp.load(state_dict, checkpoint_id=folder, no_dist=True)
+
+
+WRONG_ANSWERS = [
+    (1, 1, _save_whole_model, "refuses the file: it holds Python objects"),
+    (1, 2, _live_state_dict, "the snapshot changed when the model's weights changed"),
+    (2, 1, _save_without_optimizer, "has no momentum buffers"),
+    (2, 2, _resume_unsafely, "ran the code planted in a hostile file"),
+    (2, 2, _resume_model_only, "momentum buffers were not restored"),
+    (2, 3, _train_from_scratch_every_time, "resume from the file and train only the epochs left"),
+    (3, 1, _allow_for_good, "the allowlist outlived the load"),
+    (3, 2, _save_without_metadata, "the metadata needs an entry \"architecture\""),
+    (4, 1, _strip_module_only, "with the prefix '_orig_mod.' the weights were not loaded"),
+    (4, 2, _load_everything_loosely, "it returned None"),
+    (5, 1, _newest_by_name, "step-000030 has no .metadata"),
+    (5, 2, _plain_dcp_load, "plain `dcp.load` unpickles `.metadata` without any restriction"),
+]
+
+
+@pytest.mark.parametrize("lesson, number, answer, message", WRONG_ANSWERS,
+                         ids=[f"{lesson}.{number}-{answer.__name__}" for lesson, number, answer, _ in WRONG_ANSWERS])
+def test_a_wrong_answer_gets_the_message_meant_for_it(lesson, number, answer, message, capsys):
+    allowed = set(torch.serialization.get_safe_globals())
+    with pytest.raises(exercise_checks.ExerciseFailed) as info:
+        getattr(exercise_checks.for_lesson(lesson), f"exercise_{number}")(answer)
+    assert not info.value.not_done
+    assert message in str(info.value)
+    assert set(torch.serialization.get_safe_globals()) == allowed, "a check must undo an answer's allowlist"
+
+
+def test_an_error_in_the_learners_code_keeps_its_traceback(capsys):
+    def save_weights(model, path):
+        return model.no_such_method(path)
+
+    with pytest.raises(AttributeError, match="no_such_method"):
+        exercise_checks.for_lesson(1, "zh-CN").exercise_1(save_weights)
+    assert "✗ 练习 1.1：`save_weights` 抛出了错误" in capsys.readouterr().out
+
+
+def test_a_check_needs_a_function_and_a_known_language_and_lesson():
+    with pytest.raises(exercise_checks.ExerciseFailed, match="expected your function, got 3"):
+        exercise_checks.for_lesson(1).exercise_1(3)
+    with pytest.raises(ValueError, match="language must be one of"):
+        exercise_checks.for_lesson(1, language="fr")
+    with pytest.raises(ValueError, match=r"there are exercises for lessons \[1, 2, 3, 4, 5\], not 9"):
+        exercise_checks.for_lesson(9)
+
+
+# --------------------------------------------------------------------------- the student edition
+
+STUDENT_PATHS = sorted((REPO / "student").glob("*/*.ipynb"))
+
+
+def test_the_student_edition_has_every_notebook():
+    expected = sorted(p.relative_to(REPO / "notebooks") for p in (REPO / "notebooks").glob("*/*.ipynb"))
+    assert [p.relative_to(REPO / "student") for p in STUDENT_PATHS] == expected
+
+
+@pytest.mark.parametrize("path", STUDENT_PATHS, ids=lambda p: f"{p.parent.name}/{p.stem}")
+def test_a_student_notebook_is_the_notebook_without_solutions_and_outputs(path):
+    student = nbformat.read(path, as_version=4)
+    main = nbformat.read(REPO / "notebooks" / path.parent.name / path.name, as_version=4)
+    assert len(student.cells) == len(main.cells)
+    stubs = 0
+    for mine, theirs in zip(student.cells, main.cells):
+        assert mine.cell_type == theirs.cell_type
+        if mine.cell_type == "code":
+            assert mine.outputs == [] and mine.execution_count is None
+            assert mine.metadata.get("tags", []) == theirs.metadata.get("tags", [])
+        if build_notebooks.BEGIN_SOLUTION in theirs.source:
+            assert build_notebooks.BEGIN_SOLUTION not in mine.source
+            assert mine.source.splitlines()[-2:] == ["    # YOUR CODE HERE", "    raise NotImplementedError()"]
+            assert mine.source.splitlines()[0] == theirs.source.splitlines()[0]  # the same def line
+            stubs += 1
+        else:
+            assert mine.source == theirs.source
+    assert stubs == len(exercise_checks.exercise_numbers(int(path.name[:2])))
+
+
+def test_one_command_writes_the_student_edition_and_the_guides_lists(tmp_path, monkeypatch, capsys):
+    """``python tools/build_notebooks.py --student`` writes what is committed, executing nothing."""
+    monkeypatch.setattr(build_notebooks, "STUDENT", tmp_path / "student")
+    written = {}
+    monkeypatch.setattr(build_notebooks.Path, "write_text",
+                        lambda self, text, encoding=None: written.__setitem__(self, text))
+    monkeypatch.setattr(build_notebooks, "execute", lambda *args: pytest.fail("nothing is executed"))
+    monkeypatch.setattr(sys, "argv", ["build_notebooks.py", "--student"])
+    assert build_notebooks.main() == 0
+    assert "wrote the student edition" in capsys.readouterr().out
+    for path in STUDENT_PATHS:
+        copy_ = tmp_path / "student" / path.parent.name / path.name
+        assert nbformat.read(copy_, as_version=4) == nbformat.read(path, as_version=4)
+    for guide in build_notebooks.GUIDES.values():
+        assert written[guide] == guide.read_text(encoding="utf-8")
+
+
+def test_the_guides_open_every_student_notebook_on_colab():
+    owner_repo = build_notebooks.repository_url().removeprefix("https://github.com/").rstrip("/")
+    for guide in build_notebooks.GUIDES.values():
+        text = guide.read_text(encoding="utf-8")
+        language = next(lang for lang, path in build_notebooks.GUIDES.items() if path == guide)
+        for path in STUDENT_PATHS:
+            where = path.relative_to(REPO).as_posix()
+            assert f"https://colab.research.google.com/github/{owner_repo}/blob/main/{where}" in text
+            if path.parent.name == language:
+                assert f"]({where})" in text, f"{guide.name} does not link {where}"
+
+
+def test_a_solution_region_that_does_not_pair_up_is_refused():
+    for source, message in [("### BEGIN SOLUTION\nx = 1", "without '### END SOLUTION'"),
+                            ("x = 1\n### END SOLUTION", "without '### BEGIN SOLUTION'"),
+                            ("### BEGIN SOLUTION\n### BEGIN SOLUTION", "a second")]:
+        with pytest.raises(build_notebooks.LessonError, match=message):
+            build_notebooks.student_code(source)
+
+
+def test_the_stub_keeps_the_indentation_and_the_code_around_it():
+    source = "def f(x):\n    y = x\n    ### BEGIN SOLUTION\n    return y\n    ### END SOLUTION\n"
+    assert build_notebooks.student_code(source) == \
+        "def f(x):\n    y = x\n    # YOUR CODE HERE\n    raise NotImplementedError()"
+
