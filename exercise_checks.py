@@ -100,8 +100,6 @@ class Checks:
                 "`raise NotImplementedError()`, run that cell, then run this one again.",
                 f"还没有完成：把 `{name}` 中的 `raise NotImplementedError()` 换成你的代码，"
                 "运行那个单元格，再重新运行这个单元格。"), not_done=True) from None
-        except ExerciseFailed:
-            raise
         except Exception:
             print("✗ " + self.label(number) + self.say(f"`{name}` raised an error; its traceback follows.",
                                                        f"`{name}` 抛出了错误，下面是它的回溯信息。"))

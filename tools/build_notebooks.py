@@ -119,6 +119,11 @@ class Lesson:
 
 # --------------------------------------------------------------------------- code cells
 
+def _indent(line):
+    """The spaces a line of code starts with."""
+    return line[:len(line) - len(line.lstrip())]
+
+
 def localize_code(source, language):
     """The code of a cell for ``language``, with its ``# zh-CN:`` lines removed.
 
@@ -143,8 +148,7 @@ def localize_code(source, language):
                 replacements[pending.start] = (pending.string, "# " + chinese)
             elif row > 1 and lines[row - 2].strip() and row - 1 not in comment_rows:
                 english = lines[row - 2].rstrip("\r\n")
-                indent = english[:len(english) - len(english.lstrip())]
-                replacements[(row - 1, 0)] = (english, indent + chinese)
+                replacements[(row - 1, 0)] = (english, _indent(english) + chinese)
             else:
                 raise LessonError(f"the translation {token.string!r} follows no English comment "
                                   "and no line of code")
@@ -156,13 +160,18 @@ def localize_code(source, language):
             pending = token
     if pending is not None:
         raise LessonError(f"no Chinese translation for the comment {pending.string!r}")
-    if language != "en":
-        for (row, column), (english, chinese) in sorted(replacements.items(), reverse=True):
-            line = lines[row - 1]
-            lines[row - 1] = line[:column] + chinese + line[column + len(english):]
-    kept = [line for number, line in enumerate(lines, start=1) if number not in drop]
-    localized = "".join(kept).rstrip("\n")
-    if language != "en" and code_shape(localized) != code_shape(localize_code(source, "en")):
+
+    def without_translations(lines):
+        return "".join(line for number, line in enumerate(lines, start=1) if number not in drop).rstrip("\n")
+
+    english_code = without_translations(lines)
+    if language == "en":
+        return english_code
+    for (row, column), (english, chinese) in sorted(replacements.items(), reverse=True):
+        line = lines[row - 1]
+        lines[row - 1] = line[:column] + chinese + line[column + len(english):]
+    localized = without_translations(lines)
+    if code_shape(localized) != code_shape(english_code):
         raise LessonError("a Chinese line changes more than strings and comments in:\n" + localized)
     return localized
 
@@ -209,8 +218,7 @@ def student_code(source):
     """``source`` with each solution region replaced by nbgrader's stub, indented like it."""
     lines = source.splitlines()
     for begin, end in reversed(solution_regions(source)):
-        indent = lines[begin][:len(lines[begin]) - len(lines[begin].lstrip())]
-        lines[begin:end + 1] = [indent + line for line in SOLUTION_STUB]
+        lines[begin:end + 1] = [_indent(lines[begin]) + line for line in SOLUTION_STUB]
     return "\n".join(lines)
 
 
