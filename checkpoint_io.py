@@ -22,12 +22,17 @@ compares it but builds no model itself.
 """
 
 import contextlib
+import io
 import json
 import math
 import os
+import pickle
+import pickletools
 import reprlib
 import stat
+import struct
 import tempfile
+import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -63,6 +68,12 @@ _quote = _short.repr
 
 # --------------------------------------------------------------------------- writing
 
+# The temporary file is named ".{name}.XXXXXXXX.part" after the file it replaces. A file name
+# has at most 255 bytes, and a character up to 4 in UTF-8, so only the first 60 characters of
+# the name are used: ".", 240 bytes, ".", 8 random characters and ".part" fit.
+TEMPORARY_NAME_CHARACTERS = 60
+
+
 @contextlib.contextmanager
 def atomic_write(path):
     """Write a file so that ``path`` holds either its old content or the complete new one.
@@ -73,16 +84,30 @@ def atomic_write(path):
     ``path`` is untouched and the temporary file is removed; if the process is
     killed, ``path`` is untouched too (a hidden ``.part`` file may remain).
 
-    The new file keeps the permissions of the file it replaces, so a private
-    checkpoint stays private; a file that did not exist gets the usual
-    permissions for new files (0666 less the umask).
+    A symbolic link is followed, as ``open(path, "w")`` would: the file it
+    points to is replaced (the temporary file is made in that file's folder)
+    and the link stays a link to it.
+
+    The new file keeps the read and write permissions and the group of the
+    file it replaces, so a private checkpoint stays private (execute, setuid,
+    setgid and sticky bits are dropped: a checkpoint is data; where the group
+    cannot be kept, the group's permissions are dropped); a file that did not
+    exist gets the usual permissions for new files (0666 less the umask).
+
+    Raises ``PermissionError``, naming the folder, when this user may not
+    create files there.
     """
-    path = Path(path)
+    target = Path(os.path.realpath(path))
     try:
-        mode = stat.S_IMODE(os.stat(path).st_mode)
-    except FileNotFoundError:
-        mode = 0o666 & ~_umask()
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+        mode, group = _replacement_mode(target)
+        fd, tmp_name = tempfile.mkstemp(dir=target.parent, suffix=".part",
+                                        prefix=f".{target.name[:TEMPORARY_NAME_CHARACTERS]}.")
+    except PermissionError as err:
+        raise PermissionError(
+            err.errno, f"cannot save {path}: this user may not create files in the folder "
+            f"{target.parent} (saving needs write and search permission on it, and search "
+            "permission on the folders above it). Save it somewhere else, or ask the folder's "
+            "owner for access") from None
     os.close(fd)
     tmp = Path(tmp_name)
     try:
@@ -90,16 +115,47 @@ def atomic_write(path):
             yield file
             file.flush()
             os.fsync(file.fileno())
-        tmp.chmod(mode)
-        os.replace(tmp, path)
+        tmp.chmod(_with_group(tmp, mode, group))
+        os.replace(tmp, target)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    folder = os.open(path.parent, os.O_RDONLY)  # make the rename itself durable
+    _sync_folder(target.parent)
+
+
+def _replacement_mode(target):
+    """The permission bits and the group for a new file at ``target``: the read and write bits
+    and the group of the file there now, or 0666 less the umask and no group to keep."""
     try:
-        os.fsync(folder)
-    finally:
-        os.close(folder)
+        status = os.stat(target)
+    except FileNotFoundError:
+        return 0o666 & ~_umask(), None
+    return stat.S_IMODE(status.st_mode) & 0o666, status.st_gid
+
+
+def _with_group(tmp, mode, group):
+    """``mode`` for ``tmp``, after giving it the replaced file's ``group``; if the group cannot
+    be kept, its read and write bits are dropped, so that another group never gains them."""
+    if group is None or os.stat(tmp).st_gid == group:
+        return mode
+    try:
+        os.chown(tmp, -1, group)
+        return mode
+    except (OSError, AttributeError):  # not a member of that group; no chown on Windows
+        return mode & ~0o070
+
+
+def _sync_folder(folder):
+    """Make a rename in ``folder`` durable, where the system allows it. Windows cannot open a
+    folder (nor needs to); elsewhere a failure is harmless, the file's data being on disk."""
+    if os.name == "nt":
+        return
+    with contextlib.suppress(OSError):
+        descriptor = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)
 
 
 def _umask():
@@ -118,10 +174,12 @@ def rng_state():
 
 
 def set_rng_state(state):
-    """Restore states returned by ``rng_state``, wherever ``map_location`` put them."""
+    """Restore states returned by ``rng_state``, wherever ``map_location`` put them
+    (``check_rng_state`` makes sure they will be accepted). The states of GPUs this
+    machine lacks are left out."""
     torch.set_rng_state(state["cpu"].cpu())
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"][:torch.cuda.device_count()]])
 
 
 def save_checkpoint(path, model, optimizer=None, **training_state):
@@ -161,6 +219,277 @@ def save_safetensors(path, model):
         file.write(safetensors.torch.save(tensors, metadata=metadata))
 
 
+# --------------------------------------------------------------------------- inspecting before unpickling
+
+# What a pickle may ask of the unpickler. A checkpoint nests containers a few levels deep
+# and names globals such as "torch._utils._rebuild_tensor_v2"; a hostile file can nest a
+# million levels (Python crashes hashing or printing it) or name a 100 KB global (torch's
+# error message then takes minutes to write). Both are refused before unpickling.
+MAX_PICKLE_NESTING = 100
+MAX_GLOBAL_NAME = 200
+# Integers: Python hashes an integer modulo 2**61 - 1, so a file can hold thousands of large
+# integers with one hash, as keys that make building a dict take quadratic time; and an
+# integer of more than 4300 digits cannot even be printed. A checkpoint holds few large ones.
+MAX_LARGE_INTEGERS, LARGE_INTEGER = 1000, 2**61 - 1
+MAX_INTEGER_BITS = 10_000
+# A torch.save archive stores its entries uncompressed. A compressed entry may expand to at
+# most this many times its size on disk, so that a small file cannot cost gigabytes.
+MAX_INFLATION = 4
+
+_MEMO_PUTS = {"PUT", "BINPUT", "LONG_BINPUT", "MEMOIZE"}
+_MEMO_GETS = {"GET", "BINGET", "LONG_BINGET"}
+_IN_PLACE = {"APPEND", "APPENDS", "SETITEM", "SETITEMS", "ADDITEMS", "BUILD"}  # fill a container
+_EMPTY_CONTAINERS = {"EMPTY_DICT", "EMPTY_LIST", "EMPTY_SET"}
+_STRINGS = {"UNICODE", "SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8",
+            "STRING", "BINSTRING", "SHORT_BINSTRING"}
+_NEW_INSTANCES = {"NEWOBJ", "NEWOBJ_EX", "OBJ", "INST"}  # cls.__new__(cls, ...): a fresh object
+
+
+class _Global(tuple):
+    """A (module, name) that a pickle pushes on its stack: a class or a function, never new."""
+
+
+class _PickleGraph:
+    """What a pickle would build, read off its opcodes (``pickletools``) without building it:
+    which container holds which, and the globals it names. Nothing is unpickled."""
+
+    def __init__(self):
+        self.children = []   # children[node]: the nodes a container holds
+        self.globals = []    # (module, name) pairs, as written in the file
+        self.instances = set()       # the nodes NEWOBJ, OBJ or INST create: new objects
+        self.large_integers, self.integer_bits = 0, 0
+        self.state_set_on = []       # what BUILD gives state to, when it is not such an object
+        self.stack, self.marks, self.memo = [], [], {}
+
+    def node(self, items=()):
+        self.children.append([item for item in items if type(item) is int])
+        return len(self.children) - 1
+
+    def pop(self, before):
+        """Take the items an opcode consumes (``before``, pickletools' notation) off the stack."""
+        if pickletools.markobject in before:
+            mark = self.marks.pop()                     # IndexError: no MARK to go back to
+            prefix = before.index(pickletools.markobject)
+            items = self.stack[mark - prefix:]
+            if mark < prefix:
+                raise IndexError("stack underflow")
+        else:
+            if len(before) > len(self.stack):
+                raise IndexError("stack underflow")
+            items = self.stack[len(self.stack) - len(before):]
+        del self.stack[len(self.stack) - len(items):]
+        return items
+
+    def read(self, data):
+        for count, (op, arg, _) in enumerate(pickletools.genops(data)):
+            name = op.name
+            if isinstance(arg, int) and not isinstance(arg, bool):
+                self.large_integers += abs(arg) >= LARGE_INTEGER
+                self.integer_bits = max(self.integer_bits, arg.bit_length())
+            if name == "MARK":
+                self.marks.append(len(self.stack))
+            elif name in _MEMO_PUTS:
+                index = len(self.memo) if arg is None else arg
+                if index > count:  # the unpickler would allocate a memo table this long
+                    raise ValueError(f"memo index {index:,} at opcode {count:,}")
+                self.memo[index] = self.stack[-1]
+            elif name in _MEMO_GETS:
+                self.stack.append(self.memo[arg])      # KeyError: a memo entry never stored
+            elif name == "GLOBAL":
+                self.globals.append(tuple(arg.split(" ", 1)))
+                self.stack.append(_Global(self.globals[-1]))
+            elif name == "STACK_GLOBAL":
+                module, qualname = self.pop(op.stack_before)
+                self.globals.append((module, qualname))
+                self.stack.append(_Global((module, qualname)))
+            elif name == "DUP":
+                self.stack.append(self.stack[-1])
+            else:
+                if name == "INST":
+                    self.globals.append(tuple(arg.split(" ", 1)))
+                items = self.pop(op.stack_before)
+                if not op.stack_after:
+                    continue
+                if name in _IN_PLACE:
+                    if name == "BUILD" and items[0] not in self.instances:
+                        self.state_set_on.append(items[0])
+                    container = items[0] if type(items[0]) is int else self.node()
+                    self.children[container] += [item for item in items[1:] if type(item) is int]
+                    self.stack.append(container)
+                elif name in _STRINGS:
+                    self.stack.append(arg)
+                elif items or name in _EMPTY_CONTAINERS or name == "INST":
+                    self.stack.append(self.node(items))
+                    if name in _NEW_INSTANCES:
+                        self.instances.add(self.stack[-1])
+                else:
+                    self.stack.append(None)
+        return self
+
+    def nesting(self):
+        """The deepest chain of containers inside containers (a cycle counts once)."""
+        depth, state = [0] * len(self.children), [0] * len(self.children)  # 1 open, 2 done
+        for root in range(len(self.children)):
+            if state[root]:
+                continue
+            state[root], walk = 1, [(root, iter(self.children[root]))]
+            while walk:
+                node, remaining = walk[-1]
+                child = next(remaining, None)
+                if child is None:
+                    depth[node] = 1 + max((depth[c] for c in self.children[node] if state[c] == 2),
+                                          default=0)
+                    state[node] = 2
+                    walk.pop()
+                elif not state[child]:
+                    state[child] = 1
+                    walk.append((child, iter(self.children[child])))
+        return max(depth, default=0)
+
+
+def check_pickle(data, source, state_only_for_new_objects=False):
+    """Raise ``CheckpointError`` unless unpickling ``data`` (bytes) is safe to attempt.
+
+    The opcodes are read with ``pickletools``, without unpickling anything:
+    a damaged stream, a global name longer than ``MAX_GLOBAL_NAME``
+    characters, or containers nested deeper than ``MAX_PICKLE_NESTING`` are
+    refused. Which globals are *allowed* is the unpickler's business (for
+    ``torch.load``, ``weights_only=True``); this check makes sure that no
+    file can crash or stall the unpickler, or the code that prints its errors.
+    Memo indices must not run ahead of the stream (a huge one makes the
+    unpickler allocate gigabytes), and large integers must be few
+    (``MAX_LARGE_INTEGERS``: thousands of them can share one hash and make
+    building a dict take quadratic time) and printable.
+
+    With ``state_only_for_new_objects``, BUILD (which sets an object's
+    attributes) may only act on objects that the pickle itself creates with
+    ``NEWOBJ``, ``OBJ`` or ``INST``: never on an allowed class or function,
+    whose attributes would then change for the whole process. Plain
+    ``pickle`` needs this; ``torch.load(weights_only=True)`` guards BUILD itself.
+
+    Returns the ``(module, name)`` pairs the pickle names.
+    """
+    try:
+        graph = _PickleGraph().read(data)
+    except (ValueError, IndexError, KeyError, TypeError, AttributeError) as err:
+        raise CheckpointError(f"{source} is damaged or not a pickle: its opcodes cannot be read "
+                              f"({type(err).__name__}: {_quote(str(err))})") from None
+    for module, name in graph.globals:
+        if not (isinstance(module, str) and isinstance(name, str)):
+            raise CheckpointError(f"{source} names a global through {_quote(module)} and "
+                                  f"{_quote(name)}, which are not strings: it is not a checkpoint")
+        if len(module) + len(name) > MAX_GLOBAL_NAME:
+            raise CheckpointError(f"{source} names a global of {len(module) + len(name):,} "
+                                  f"characters ({_quote(module)}.{_quote(name)}); real ones have "
+                                  f"fewer than {MAX_GLOBAL_NAME}: the file is damaged or hostile")
+    if graph.integer_bits > MAX_INTEGER_BITS or graph.large_integers > MAX_LARGE_INTEGERS:
+        raise CheckpointError(f"{source} holds {graph.large_integers:,} integers of 2**61 or more "
+                              f"(the largest has {graph.integer_bits:,} bits): a checkpoint holds "
+                              "few such numbers. The file is damaged or hostile")
+    if state_only_for_new_objects and graph.state_set_on:
+        target = graph.state_set_on[0]
+        what = (f"{_quote(target[0])}.{_quote(target[1])}" if isinstance(target, _Global)
+                else "an object it did not create")
+        raise CheckpointError(f"{source} sets the attributes of {what}: only objects the file "
+                              "creates itself may be given state. The file is damaged or hostile")
+    nesting = graph.nesting()
+    if nesting > MAX_PICKLE_NESTING:
+        raise CheckpointError(f"{source} nests containers {nesting:,} levels deep (at most "
+                              f"{MAX_PICKLE_NESTING} are accepted): the file is damaged or hostile")
+    return graph.globals
+
+
+_END_OF_DIRECTORY = struct.Struct("<4s4H2LH")  # the last 22 bytes of a zip archive without comment
+_LOCAL_HEADER = struct.Struct("<4s5H3L2H")     # what stands before each entry's data
+_DESCRIPTOR_SIZES = (12, 16, 20, 24)           # what may follow it (with or without signature)
+
+
+def _check_layout(archive, file, size, source):
+    """Raise ``CheckpointError`` unless the archive's entries follow one another from the
+    file's first byte to its central directory, which ends the file.
+
+    PyTorch's zip reader finds the entries through the offset in the last
+    bytes of the file; Python's ``zipfile`` corrects that offset when bytes
+    were prepended to an archive. A forged file can use the difference to
+    show this check one archive and ``torch.load`` another; an archive laid
+    out without gaps reads the same to both.
+    """
+    file.seek(size - _END_OF_DIRECTORY.size)
+    signature, _, _, _, count, _, directory_offset, comment = \
+        _END_OF_DIRECTORY.unpack(file.read(_END_OF_DIRECTORY.size))
+    position, descriptor = 0, False  # where the next entry must start, give or take a descriptor
+    for entry in sorted(archive.infolist(), key=lambda entry: entry.header_offset):
+        file.seek(entry.header_offset)
+        header = _LOCAL_HEADER.unpack(file.read(_LOCAL_HEADER.size))
+        if header[0] != b"PK\x03\x04" or entry.header_offset not in _starts(position, descriptor):
+            raise CheckpointError(f"{source} is damaged or hostile: its entry {_quote(entry.filename)} "
+                                  f"is not where the archive's layout puts it")
+        position = entry.header_offset + _LOCAL_HEADER.size + header[-2] + header[-1] + entry.compress_size
+        descriptor = bool(entry.flag_bits & 0x08)
+    if signature != b"PK\x05\x06" or comment or archive.start_dir not in _starts(position, descriptor) \
+            or directory_offset not in (archive.start_dir, 0xFFFFFFFF) \
+            or count not in (len(archive.infolist()), 0xFFFF):
+        raise CheckpointError(f"{source} is damaged or hostile: its zip directory is not where the "
+                              "archive says, or data lies outside its entries")
+
+
+def _starts(position, descriptor):
+    """Where what follows an entry ending at ``position`` may start: right there, or after
+    the entry's data descriptor when it has one."""
+    return [position + gap for gap in ((0, *_DESCRIPTOR_SIZES) if descriptor else (0,))]
+
+
+def check_torch_archive(file, source):
+    """Raise ``CheckpointError`` unless ``file`` (a path or a binary file) is a ``torch.save``
+    zip archive whose entries cost no more than their size on disk, and whose pickle
+    passes ``check_pickle``. Returns the pickle's ``(module, name)`` pairs.
+
+    Checked before ``torch.load`` allocates anything: the archive is laid out
+    as ``torch.save`` writes it, with nothing hidden between its entries
+    (``_check_layout``: otherwise PyTorch's zip reader and Python's could read
+    two different archives from one file), every entry lies inside the file,
+    a stored entry is as long as it says, and a compressed one expands to at
+    most ``MAX_INFLATION`` times its size. Files from torch
+    before 1.6 (not zip archives) are refused: load them once with that
+    torch version and save them again.
+    """
+    zip_like = False
+    try:
+        with contextlib.ExitStack() as stack:
+            if not hasattr(file, "read"):
+                file = stack.enter_context(open(file, "rb"))
+            zip_like = file.read(2) == b"PK"
+            file.seek(0)
+            archive = stack.enter_context(zipfile.ZipFile(file))
+            size = file.seek(0, io.SEEK_END)
+            _check_layout(archive, file, size, source)
+            for entry in archive.infolist():
+                stored = entry.compress_type == zipfile.ZIP_STORED
+                if entry.header_offset + entry.compress_size > size \
+                        or (stored and entry.file_size != entry.compress_size) \
+                        or entry.file_size > MAX_INFLATION * entry.compress_size + 1024:
+                    raise CheckpointError(
+                        f"{source} is damaged or hostile: its entry {_quote(entry.filename)} claims "
+                        f"{entry.file_size:,} bytes, but {entry.compress_size:,} of the file's "
+                        f"{size:,} bytes hold it")
+            pickles = [entry for entry in archive.infolist()
+                       if entry.filename.endswith("/data.pkl") and entry.filename.count("/") == 1]
+            if len(pickles) != 1:
+                raise CheckpointError(f"{source} is a zip archive but not a PyTorch checkpoint: it "
+                                      "has no data.pkl, or several")
+            data = archive.read(pickles[0])
+    except CheckpointError:
+        raise
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, ValueError,
+            NotImplementedError, RuntimeError) as err:
+        legacy = "" if zip_like else (". A file from torch before 1.6 (not a zip archive) must be "
+                                      "loaded once with that version and saved again")
+        raise CheckpointError(
+            f"{source} is not a complete PyTorch checkpoint: it is truncated, damaged or was not "
+            f"written by torch.save ({_quote(str(err) or type(err).__name__)}){legacy}") from None
+    return check_pickle(data, source)
+
+
 # --------------------------------------------------------------------------- reading
 
 def file_kind(path):
@@ -193,10 +522,20 @@ def _unsafe_globals(path):
 
 def load_torch_file(path, map_location):
     """``torch.load`` with ``weights_only=True``, every failure turned into a CheckpointError
-    (one that names the Python objects a refused file asks for)."""
+    (one that names the Python objects a refused file asks for).
+
+    The file must be a regular file, and it is inspected first
+    (``check_torch_archive``), so that no file can cost far more memory or
+    time than its size before ``torch.load`` refuses it. Every tensor it
+    holds must pass ``check_tensor`` (meta tensors are accepted when
+    ``map_location`` is the meta device), so that nothing built from the
+    file can cost more either.
+    """
+    file_kind(path)  # a missing file, a folder, a FIFO or a device: CheckpointError
+    check_torch_archive(path, path)
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as err:
+        obj = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:  # what torch.load raises when weights_only refuses
         refused = _unsafe_globals(path)
         if refused:
             raise CheckpointError(
@@ -204,11 +543,28 @@ def load_torch_file(path, map_location):
                 f"refused (found {', '.join(refused[:5])}). Unpickling such a file can run "
                 "arbitrary code: load it with weights_only=False only if you made it "
                 "yourself.") from None
-        details = str(err).split("WeightsUnpickler error:")[-1].strip()
-        reason = details.split(". ")[0].splitlines()[0][:200] if details else "empty file"
+        raise CheckpointError(f"{path} was refused by torch.load(weights_only=True) "
+                              f"({_reason(err)})") from None
+    except Exception as err:
         raise CheckpointError(
             f"{path} is not a complete PyTorch checkpoint: it is truncated, damaged or was "
-            f"not written by torch.save ({reason})") from None
+            f"not written by torch.save ({_reason(err)})") from None
+    _check_tensors_in(obj, "checkpoint", path, allow_meta=_asks_for_meta(map_location))
+    return obj
+
+
+def _reason(err):
+    """The first line of what went wrong, bounded. ``torch.load`` raises its own explanation
+    *from* the unpickler's error, which stays its ``__context__``: that one is the reason."""
+    cause = err.__context__ or err
+    lines = str(cause).strip().splitlines()
+    return lines[0][:200] if lines else type(cause).__name__
+
+
+def _asks_for_meta(map_location):
+    """Whether ``map_location`` puts every tensor on the meta device (shapes without values,
+    to look at a file's structure), where a tensor that holds no values is no lie."""
+    return isinstance(map_location, (str, torch.device)) and torch.device(map_location).type == "meta"
 
 
 def _safetensors_load(path, map_location):
@@ -285,14 +641,111 @@ def _shape_problems(state_dict, shapes):
         problems.append(f"unexpected {_quote(unexpected)}")
     for name, shape in shapes.items():
         if name in state_dict and tuple(state_dict[name].shape) != tuple(shape):
-            problems.append(f"{name} has shape {tuple(state_dict[name].shape)}, "
-                            f"expected {tuple(shape)}")
+            problems.append(f"{name} has shape {_quote(tuple(state_dict[name].shape))}, "
+                            f"expected {_quote(tuple(shape))}")
     return problems
 
 
-def check_weights(state_dict, architecture, path="the checkpoint"):
-    """Raise ``CheckpointError`` unless ``state_dict`` holds exactly the floating-point
-    tensors, of exactly the shapes, that a Network of ``architecture`` has."""
+# The dtypes a checkpoint's tensors may have: numbers stored one per element, byte for byte
+# (not quantized, not packed several to a byte), which every operation accepts.
+PLAIN_DTYPES = frozenset(
+    dtype for dtype in vars(torch).values() if isinstance(dtype, torch.dtype)
+    and (dtype.is_floating_point or dtype.is_complex or dtype == torch.bool
+         or dtype in (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64,
+                      torch.uint16, torch.uint32, torch.uint64)))
+
+
+def check_tensor(tensor, name, path="the checkpoint", allow_meta=False):
+    """Raise ``CheckpointError`` unless ``tensor`` costs no more memory than the bytes the file
+    gave it; ``name`` says where it lies, for the message. Nothing is copied or allocated.
+
+    The tensor must be an ordinary (strided) one, not sparse or nested, of a
+    plain dtype (``PLAIN_DTYPES``: not quantized), and hold values: a tensor on the ``meta`` device has a shape and nothing else
+    (it is accepted only with ``allow_meta``, where values are not needed).
+    Every element it shows must lie in its storage, each one once: with
+    stride 0, a single stored number can pose as 400 million, and a model
+    built to the size of such a tensor costs 1.6 GB.
+    """
+    if tensor.layout != torch.strided or tensor.is_nested:
+        kind = "nested" if tensor.is_nested else str(tensor.layout).removeprefix("torch.")
+        raise CheckpointError(
+            f"{path}: {name} is a {kind} tensor; a checkpoint holds ordinary (strided) tensors only")
+    if tensor.dtype not in PLAIN_DTYPES:
+        raise CheckpointError(f"{path}: {name} has the dtype {tensor.dtype}; a checkpoint holds "
+                              "tensors of plain numbers only (not quantized or packed ones)")
+    if tensor.is_meta and not allow_meta:
+        raise CheckpointError(f"{path}: {name} is on the meta device: it has a shape, "
+                              f"{_quote(tuple(tensor.shape))}, but no values")
+    if tensor.numel() == 0:
+        return
+    element, held = tensor.element_size(), tensor.untyped_storage().nbytes()
+    lowest, highest = _addressed(tensor)
+    if lowest < 0 or (highest + 1) * element > held or tensor.numel() * element > held:
+        raise CheckpointError(
+            f"{path}: {name} poses as {tensor.numel():,} elements of {element} bytes (shape "
+            f"{_quote(tuple(tensor.shape))}, strides {_quote(tensor.stride())}, offset "
+            f"{tensor.storage_offset():,}), but its storage holds {held:,} bytes: the file does "
+            "not hold the values it claims")
+
+
+def _addressed(tensor):
+    """The lowest and the highest element of its storage that a non-empty ``tensor`` shows."""
+    lowest = highest = tensor.storage_offset()
+    for size, stride in zip(tensor.shape, tensor.stride()):
+        if stride < 0:
+            lowest += (size - 1) * stride
+        else:
+            highest += (size - 1) * stride
+    return lowest, highest
+
+
+def _tensors_in(obj, where):
+    """Each distinct tensor inside ``obj`` (nested dicts, lists and tuples), with where it lies:
+    ``where`` followed by the keys that lead to it, such as ``where['state'][0]['exp_avg']``."""
+    seen, pending = set(), [(obj, ())]
+    while pending:
+        value, keys = pending.pop()
+        if id(value) in seen:  # a value held twice, or a container that holds itself
+            continue
+        seen.add(id(value))
+        if torch.is_tensor(value):
+            yield value, where + _subscripts(keys)
+        elif isinstance(value, Mapping):  # reversed: the first item is taken first
+            pending += reversed([(item, (*keys, key)) for key, item in value.items()])
+        elif isinstance(value, (list, tuple)):
+            pending += reversed([(item, (*keys, index)) for index, item in enumerate(value)])
+
+
+def _subscripts(keys):
+    """``keys`` written as subscripts, ``['state'][0]['exp_avg']``, the middle ones left out
+    when there are more than six."""
+    subscripts = [f"[{_quote(key)}]" for key in keys]
+    if len(subscripts) > 6:
+        subscripts[2:-3] = ["[...]"]
+    return "".join(subscripts)
+
+
+def _check_tensors_in(obj, where, path, allow_meta=False):
+    """``check_tensor`` for every tensor inside ``obj`` (``where`` names it in messages), and
+    no two tensors sharing elements: together they may not show more bytes than their
+    storages hold, so that the file's cost stays within its size however many tensors it has.
+    Tied weights (one tensor under two names) are refused too: every copy of the model or of
+    the file made from them would hold each name's values separately."""
+    storages, shown = {}, 0
+    for tensor, name in _tensors_in(obj, where):
+        check_tensor(tensor, name, path, allow_meta)
+        if tensor.numel() and not tensor.is_meta:  # a meta tensor holds nothing to share
+            storage = tensor.untyped_storage()
+            storages[tensor.device, storage.data_ptr()] = storage.nbytes()
+            shown += tensor.numel() * tensor.element_size()
+    if shown > sum(storages.values()):
+        raise CheckpointError(
+            f"{path}: its tensors share elements: they pose as {shown:,} bytes, but their storages "
+            f"hold {sum(storages.values()):,}: the file does not hold the values it claims")
+
+
+def _check_weight_tensors(state_dict, path):
+    """Raise ``CheckpointError`` unless ``state_dict`` maps names to floating-point tensors."""
     if not isinstance(state_dict, Mapping) \
             or not all(isinstance(k, str) and torch.is_tensor(v) for k, v in state_dict.items()):
         raise CheckpointError(
@@ -300,6 +753,12 @@ def check_weights(state_dict, architecture, path="the checkpoint"):
     not_float = [name for name, tensor in state_dict.items() if not tensor.is_floating_point()]
     if not_float:
         raise CheckpointError(f"{path}: the tensors {_quote(not_float)} are not floating point")
+
+
+def check_weights(state_dict, architecture, path="the checkpoint"):
+    """Raise ``CheckpointError`` unless ``state_dict`` holds exactly the floating-point
+    tensors, of exactly the shapes, that a Network of ``architecture`` has."""
+    _check_weight_tensors(state_dict, path)
     if len(state_dict) != 2 * (len(architecture["hidden_layers"]) + 1):
         raise CheckpointError(
             f"{path} holds {len(state_dict)} tensors, but its architecture {_quote(architecture)} "
@@ -312,7 +771,9 @@ def check_weights(state_dict, architecture, path="the checkpoint"):
 
 
 def _check_optimizer_state(optimizer_state, path):
-    """Raise ``CheckpointError`` unless ``optimizer_state`` has the shape of an optimizer's state_dict."""
+    """Raise ``CheckpointError`` unless ``optimizer_state`` has the shape of an optimizer's
+    state_dict: a dict of per-parameter states, and parameter groups that number their
+    parameters with distinct integers."""
     if optimizer_state is None:
         return
     groups = optimizer_state.get("param_groups") if isinstance(optimizer_state, Mapping) else None
@@ -323,10 +784,18 @@ def _check_optimizer_state(optimizer_state, path):
         raise CheckpointError(
             f"{path}: its optimizer state should be an optimizer's state_dict (a dict with "
             f"'state' and 'param_groups'), got {_quote(optimizer_state)}")
+    numbers = [number for group in groups for number in group["params"]]
+    if not all(is_count(number) for number in numbers) or len(set(numbers)) != len(numbers):
+        raise CheckpointError(f"{path}: its optimizer state should number its parameters with "
+                              f"distinct integers, got {_quote(numbers)}")
 
 
 def check_rng_state(state, path="the checkpoint"):
-    """Raise ``CheckpointError`` unless ``state`` is what ``rng_state`` returns."""
+    """Raise ``CheckpointError`` unless ``state`` is what ``rng_state`` returns, holding states
+    that pass ``check_tensor`` and that the generators accept. Each is tried on a throw-away
+    ``torch.Generator``, so that no generator of this process changes (the CUDA states
+    where CUDA is present, as ``set_rng_state`` would); states loaded onto the meta device,
+    which hold no values, are not tried."""
     size = torch.get_rng_state().numel()
 
     def is_generator_state(tensor):
@@ -334,11 +803,21 @@ def check_rng_state(state, path="the checkpoint"):
 
     if not isinstance(state, Mapping) or not is_generator_state(state.get("cpu")) \
             or state["cpu"].numel() != size \
-            or not all(is_generator_state(t) for t in state.get("cuda", [])) \
-            or not isinstance(state.get("cuda", []), (list, tuple)):
+            or not isinstance(state.get("cuda", []), (list, tuple)) \
+            or not all(is_generator_state(t) for t in state.get("cuda", [])):
         raise CheckpointError(
             f"{path}: its random-number-generator state is not one saved by "
             f"checkpoint_io.rng_state, got {_quote(state)}")
+    _check_tensors_in(state, "the generator state", path, allow_meta=True)
+    if state["cpu"].is_meta:
+        return
+    try:
+        torch.Generator().set_state(state["cpu"].cpu())
+        for cuda_state in state.get("cuda", [])[:torch.cuda.device_count()]:
+            torch.Generator(device="cuda").set_state(cuda_state.cpu())
+    except RuntimeError as err:
+        raise CheckpointError(f"{path}: its random-number-generator state is refused by torch "
+                              f"({_quote(str(err))})") from None
 
 
 # --------------------------------------------------------------------------- loading
@@ -459,55 +938,166 @@ def load_checkpoint(path, map_location="cpu"):
     return _from_torch_file(path, map_location)
 
 
+# The shape of the probe parameter that ``_state_template`` steps; a tensor of this shape in
+# the probe's state stands for one of the parameter's own shape.
+PROBE_SHAPE = (2, 3)
+# What a parameter group holds besides its hyperparameters
+GROUP_MEMBERS = ("params", "param_names")
+
+
+def _kind(value):
+    """What a hyperparameter is, to compare a saved one with the optimizer's own: "number" (an
+    int, a float or a one-element tensor), "flag" (a bool or None), the kinds of the items of
+    a list or tuple, or else the name of its type."""
+    if value is None or isinstance(value, bool):
+        return "flag"
+    if isinstance(value, (int, float)) or (torch.is_tensor(value) and value.numel() == 1):
+        return "number"
+    if isinstance(value, (list, tuple)):
+        return tuple(_kind(item) for item in value)
+    return type(value).__name__
+
+
+def _hyperparameter_problems(number, saved, group):
+    """How the saved parameter group ``number`` falls short of the optimizer's ``group``: it
+    must hold every hyperparameter the optimizer's has, each of the same kind."""
+    problems = []
+    for key, value in group.items():
+        if key in GROUP_MEMBERS:
+            continue
+        if key not in saved:
+            problems.append(f"parameter group {number} has no {_quote(key)}")
+        elif _kind(saved[key]) != _kind(value):
+            problems.append(f"parameter group {number} has {_quote(key)} = {_quote(saved[key])}, "
+                            f"where the optimizer has {_quote(value)}")
+    return problems
+
+
+def _state_template(optimizer, saved_group, parameter):
+    """What state the optimizer's class keeps for a parameter like ``parameter`` under the
+    hyperparameters of ``saved_group``: {key: the shape of the tensor it holds, or None}.
+
+    Found by one step of a throw-away optimizer of the same class on a probe
+    parameter of shape ``PROBE_SHAPE`` (with ``parameter``'s dtype and device,
+    the CPU for the meta device, where a step cannot compute) and a zero
+    gradient; the real optimizer and its parameters are not touched. Raises
+    what the class raises for hyperparameters it cannot use.
+    """
+    device = "cpu" if parameter.is_meta else parameter.device
+    probe = torch.zeros(PROBE_SHAPE, dtype=parameter.dtype, device=device, requires_grad=True)
+    probe.grad = torch.zeros_like(probe)
+    hyperparameters = {key: value for key, value in saved_group.items() if key not in GROUP_MEMBERS}
+    throwaway = type(optimizer)([{**hyperparameters, "params": [probe]}])
+    throwaway.step(lambda: torch.zeros((), device=probe.device))
+    return {key: value.shape if torch.is_tensor(value) else None
+            for key, value in throwaway.state[probe].items()}
+
+
+def _state_problems(name, state, template, parameter):
+    """How the saved state of ``parameter`` (``name`` in messages) differs from what the
+    optimizer keeps (``template``, from ``_state_template``). Every key of the template must
+    be there, with a tensor of the same shape, the probe's shape meaning the parameter's;
+    any other key must hold a tensor or a plain number."""
+    problems = []
+    for key, probe_shape in template.items():
+        value = state.get(key)
+        shape = parameter.shape if probe_shape == PROBE_SHAPE else probe_shape
+        if key not in state:
+            problems.append(f"{name} has no {_quote(key)}")
+        elif shape is not None and not (torch.is_tensor(value) and value.shape == shape):
+            found = f"shape {_quote(tuple(value.shape))}" if torch.is_tensor(value) else _quote(value)
+            problems.append(f"{_quote(key)} of {name} has {found}, expected a tensor of shape "
+                            f"{tuple(shape)}")
+    for key, value in state.items():
+        if template.get(key) is None and not torch.is_tensor(value) \
+                and not isinstance(value, (int, float, bool, type(None))):
+            problems.append(f"{_quote(key)} of {name} is {_quote(value)}, neither a tensor nor a number")
+    return problems
+
+
 def _optimizer_problems(optimizer_state, optimizer):
-    """How a saved optimizer state differs from what ``optimizer`` can take (empty when it fits)."""
+    """How a saved optimizer state differs from what ``optimizer`` can take (empty when it fits):
+    its groups, their hyperparameters, and the state of every parameter."""
     saved_groups, groups = optimizer_state["param_groups"], optimizer.param_groups
     if len(saved_groups) != len(groups):
         return [f"{len(saved_groups)} parameter groups saved, the optimizer has {len(groups)}"]
     if [len(g["params"]) for g in saved_groups] != [len(g["params"]) for g in groups]:
         return ["the parameter groups hold other numbers of parameters"]
+    problems = [problem for number, (saved, group) in enumerate(zip(saved_groups, groups))
+                for problem in _hyperparameter_problems(number, saved, group)]
+    if problems:
+        return problems
+    templates = {}
+    for number, (saved, group) in enumerate(zip(saved_groups, groups)):
+        if not group["params"]:
+            continue
+        try:
+            template = _state_template(optimizer, saved, group["params"][0])
+        except Exception as err:  # whatever the optimizer's own code raises
+            return [f"the hyperparameters of parameter group {number} do not work with "
+                    f"{type(optimizer).__name__} ({type(err).__name__}: {_quote(str(err))})"]
+        templates.update(dict.fromkeys(saved["params"], template))
     parameters = dict(zip((i for g in saved_groups for i in g["params"]),
                           (p for g in groups for p in g["params"])))
-    problems = []
     for index, state in optimizer_state["state"].items():
         if index not in parameters:
             problems.append(f"state for a parameter {_quote(index)} that no group holds")
-            continue
-        for name, value in state.items():
-            if torch.is_tensor(value) and value.dim() > 0 \
-                    and tuple(value.shape) != tuple(parameters[index].shape):
-                problems.append(f"{name} of parameter {index} has shape {tuple(value.shape)}, "
-                                f"the parameter {tuple(parameters[index].shape)}")
-            elif not torch.is_tensor(value) and not isinstance(value, (int, float, bool, type(None))):
-                problems.append(f"{name} of parameter {index} is {_quote(value)}")
+        else:
+            problems += _state_problems(f"parameter {_quote(index)}", state, templates[index],
+                                        parameters[index])
     return problems
+
+
+def _is_on_meta(model):
+    """Whether ``model`` lives on the meta device, where copying a tensor copies no values."""
+    return all(parameter.is_meta for parameter in model.parameters())
+
+
+def _check_fits_model(checkpoint, model, path):
+    """Raise ``CheckpointError`` unless the checkpoint's weights can be copied into ``model``
+    (tensors without values only into a model on the meta device)."""
+    saved, built = checkpoint["architecture"], model.architecture
+    if any(saved.get(key) != built[key] for key in ("input_size", "output_size", "hidden_layers")):
+        raise CheckpointError(
+            f"{path} was saved from a model with {_quote(saved)}, but this model has {built}: "
+            "build the model from checkpoint['architecture'], or use fc_model.load_network(path)")
+    _check_weight_tensors(checkpoint["model_state_dict"], path)
+    _check_tensors_in(checkpoint["model_state_dict"], "model_state_dict", path,
+                      allow_meta=_is_on_meta(model))
+    problems = _shape_problems(checkpoint["model_state_dict"],
+                               {name: t.shape for name, t in model.state_dict().items()})
+    if problems:
+        raise CheckpointError(f"{path} does not fit the model: {'; '.join(problems[:6])}")
+
+
+def _check_fits_optimizer(checkpoint, optimizer, model, path):
+    """Raise ``CheckpointError`` unless the checkpoint's optimizer state can be loaded into
+    ``optimizer`` (which trains ``model``) and stepped from."""
+    optimizer_state = checkpoint["optimizer_state_dict"]
+    if optimizer_state is None:
+        raise CheckpointError(f"{path} holds no optimizer state, so training cannot resume exactly")
+    _check_optimizer_state(optimizer_state, path)
+    _check_tensors_in(optimizer_state, "optimizer_state_dict", path, allow_meta=_is_on_meta(model))
+    problems = _optimizer_problems(optimizer_state, optimizer)
+    if problems:
+        raise CheckpointError(
+            f"{path}: the optimizer state does not fit the optimizer ({'; '.join(problems[:4])})")
 
 
 def restore(checkpoint, model, optimizer=None, path="the checkpoint"):
     """Load a checkpoint (from ``load_checkpoint``) into an existing model and optimizer.
 
     Everything is checked first and copied only then: if the model has
-    another architecture, or the optimizer state does not fit the optimizer,
-    ``CheckpointError`` says why and neither is changed. The values are
-    copied into the model's parameters wherever they live, and the
-    optimizer's state goes beside its parameters.
+    another architecture, a tensor is not an honest one (``check_tensor``),
+    or the optimizer state does not fit the optimizer (a hyperparameter
+    missing or of another kind, a parameter's state lacking what the
+    optimizer keeps, or of other shapes), ``CheckpointError`` says why and
+    neither is changed. The values are copied into the model's parameters
+    wherever they live, and the optimizer's state goes beside its parameters.
     """
-    saved, built = checkpoint["architecture"], model.architecture
-    if any(saved.get(key) != built[key] for key in ("input_size", "output_size", "hidden_layers")):
-        raise CheckpointError(
-            f"{path} was saved from a model with {_quote(saved)}, but this model has {built}: "
-            "build the model from checkpoint['architecture'], or use fc_model.load_network(path)")
-    problems = _shape_problems(checkpoint["model_state_dict"],
-                               {name: t.shape for name, t in model.state_dict().items()})
-    if problems:
-        raise CheckpointError(f"{path} does not fit the model: {'; '.join(problems[:6])}")
+    _check_fits_model(checkpoint, model, path)
     if optimizer is not None:
-        if checkpoint["optimizer_state_dict"] is None:
-            raise CheckpointError(f"{path} holds no optimizer state, so training cannot resume exactly")
-        problems = _optimizer_problems(checkpoint["optimizer_state_dict"], optimizer)
-        if problems:
-            raise CheckpointError(
-                f"{path}: the optimizer state does not fit the optimizer ({'; '.join(problems[:4])})")
+        _check_fits_optimizer(checkpoint, optimizer, model, path)
     model.load_state_dict(checkpoint["model_state_dict"])
     if optimizer is not None:
         optimizer.load_state_dict(checkpoint["optimizer_state_dict"])

@@ -4,7 +4,10 @@ Three facts decide where a computation runs, and they are easy to mix up:
 
 - ``torch.load(..., map_location=...)`` decides where the *loaded tensors* go;
 - ``model.load_state_dict(...)`` copies those tensors into the model's
-  parameters, *wherever the parameters already live*;
+  parameters, *wherever the parameters already live* (the default,
+  ``assign=False``); with ``assign=True`` the loaded tensors *become* the
+  parameters, so ``map_location`` decides where the model ends up, and an
+  optimizer must be built after the load;
 - the model itself goes where ``model.to(device)`` puts it, and an optimizer's
   state (Adam's averages, SGD's momentum) follows its parameters only when it
   is loaded or moved (``move_to``).

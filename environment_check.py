@@ -12,36 +12,84 @@ prints one line per check, ✓ or ✗, and for each problem what to do:
 - the device that ``device="auto"`` picks.
 
 The exit status is 0 when every check passes, 1 otherwise. Nothing is
-downloaded or written. ``--language zh-CN`` prints in Chinese (the default
-follows the ``LANG`` environment variable).
+downloaded or written: not even ``~/.ipython``, which Jupyter's own search for
+kernels creates (see ``kernel_folders``). ``--language zh-CN`` prints in
+Chinese (the default follows the ``LANG`` environment variable).
+
+The report prints on any output, Windows' included: there, output redirected
+to a file or a pipe is written in the system's code page (cp1252 in Western
+Europe and America, cp936 in mainland China), which lacks ✓ and ✗ and, for
+cp1252, Chinese. ``Report`` explains what it prints instead.
 """
 
 import argparse
 import importlib
 import importlib.metadata
+import importlib.util
 import os
 import platform
 import sys
 
 DISTRIBUTION = "saving-loading-pytorch-lessons"
+# Why the package's floor for torch (pyproject.toml) is where it is.
+UNSAFE_LOADING = (": on older versions torch.load(..., weights_only=True) is not safe for files from "
+                  "others (CVE-2025-32434: code execution up to 2.5.1; CVE-2026-24747: memory "
+                  "corruption before 2.10.0)")
+UNSAFE_LOADING_ZH = ("：在更早的版本中，用 torch.load(..., weights_only=True) 加载别人的文件并不安全"
+                     "（CVE-2025-32434：2.5.1 及以前的版本存在任意代码执行漏洞；CVE-2026-24747："
+                     "2.10.0 之前的版本存在内存破坏漏洞）")
 
 
 class Report:
-    """Collects the results of the checks and prints each as it comes."""
+    """Collects the results of the checks and prints each as it comes.
+
+    A learner must be able to read the report wherever it is printed, so what
+    the output's encoding cannot show is replaced (see the module's docstring):
+    ✓ and ✗ by ``OK`` and ``X``; a Chinese message by its English version,
+    after a one-line note that says how to get the Chinese report (the learner
+    can still read every line, and knows why it is in English); and any other
+    character, such as one in a folder's name, by an escape such as ``\\u4e2d``.
+    """
 
     def __init__(self, language="en"):
         self.language = language
         self.problems = 0
+        self.marks = ("✓ ", "✗ ") if can_print("✓✗") else ("OK ", "X ")
+        self.noted = False
 
     def say(self, english, chinese):
-        return chinese if self.language == "zh-CN" else english
+        """The message in the report's language, in English where the output cannot show Chinese."""
+        if self.language != "zh-CN":
+            return english
+        if can_print(chinese):
+            return chinese
+        if not self.noted:
+            self.noted = True
+            self.print(f"Note: this output (encoding {sys.stdout.encoding}) cannot show Chinese, so "
+                       "the lines it cannot show are in English. For the whole report in Chinese, run "
+                       "`python -X utf8 -m environment_check --language zh-CN`.")
+        return english
 
     def ok(self, english, chinese):
-        print("✓ " + self.say(english, chinese))
+        self.print(self.marks[0] + self.say(english, chinese))
 
     def problem(self, english, chinese):
         self.problems += 1
-        print("✗ " + self.say(english, chinese))
+        self.print(self.marks[1] + self.say(english, chinese))
+
+    def print(self, line):
+        """Print ``line``, with what the output cannot show written as escapes (``\\u4e2d``)."""
+        encoding = sys.stdout.encoding or "utf-8"
+        print(line.encode(encoding, "backslashreplace").decode(encoding))
+
+
+def can_print(text):
+    """Whether the output's encoding can show ``text`` (cp1252 cannot show ✓ or Chinese)."""
+    try:
+        text.encode(sys.stdout.encoding or "utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _requirements():
@@ -100,8 +148,12 @@ def check_torch(report, metadata):
             continue
         version = module.__version__.split("+")[0]
         if name in wanted and version not in wanted[name]:
-            report.problem(f"{name} {module.__version__} is not a version the lessons accept ({wanted[name]}).",
-                           f"{name} {module.__version__} 不是课程接受的版本（{wanted[name]}）。")
+            why, why_zh = (UNSAFE_LOADING, UNSAFE_LOADING_ZH) if name == "torch" else ("", "")
+            report.problem(f"{name} {module.__version__} is not a version the lessons accept "
+                           f"({wanted[name]}){why}. Upgrade: `python -m pip install --upgrade torch "
+                           "torchvision`.",
+                           f"{name} {module.__version__} 不是课程接受的版本（{wanted[name]}）{why_zh}。"
+                           "请升级：`python -m pip install --upgrade torch torchvision`。")
         else:
             report.ok(f"{name} {module.__version__}", f"{name} {module.__version__}")
 
@@ -158,12 +210,40 @@ def check_data(report, data_dir):
         report.ok(f"Fashion-MNIST is complete in {raw}", f"Fashion-MNIST 完整，位于 {raw}")
 
 
+def kernel_folders():
+    """The folders where Jupyter looks for kernels, without creating any.
+
+    They are jupyter_client's own: Jupyter's data folders and IPython's
+    ``kernels`` folder. jupyter_client finds the latter with IPython's
+    ``get_ipython_dir()``, which creates ``~/.ipython`` when it does not exist;
+    this check writes nothing, so it names that folder itself (``$IPYTHONDIR``
+    or ``~/.ipython``).
+    """
+    from jupyter_core.paths import jupyter_path
+
+    ipython = os.environ.get("IPYTHONDIR") or os.path.join("~", ".ipython")
+    return [*jupyter_path("kernels"), os.path.join(os.path.expanduser(ipython), "kernels")]
+
+
+def jupyter_kernels():
+    """``{name: folder}`` of the kernels Jupyter offers, as ``jupyter lab`` finds them.
+
+    Raises ``ModuleNotFoundError`` without jupyter_client or ipykernel, which is
+    looked for rather than imported: the check runs no more of Jupyter than it
+    needs. (Where no folder holds a python3 kernel, jupyter_client offers
+    ipykernel's own, as Jupyter does, by importing ``ipykernel.kernelspec``,
+    which writes nothing.)
+    """
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    if importlib.util.find_spec("ipykernel") is None:
+        raise ModuleNotFoundError("No module named 'ipykernel'", name="ipykernel")
+    return KernelSpecManager(kernel_dirs=kernel_folders()).find_kernel_specs()
+
+
 def check_kernel(report):
     try:
-        from jupyter_client.kernelspec import KernelSpecManager
-
-        kernels = KernelSpecManager().find_kernel_specs()
-        importlib.import_module("ipykernel")
+        kernels = jupyter_kernels()
     except Exception as err:
         report.problem(f"no Jupyter here ({type(err).__name__}: {err}): "
                        "`python -m pip install jupyterlab ipykernel`.",
@@ -202,10 +282,10 @@ def run_checks(data_dir, language="en"):
     check_kernel(report)
     check_device(report)
     if report.problems:
-        print(report.say(f"{report.problems} problem(s): fix them, then run this check again.",
-                         f"发现 {report.problems} 个问题：请逐一解决后再运行一次检查。"))
+        report.print(report.say(f"{report.problems} problem(s): fix them, then run this check again.",
+                                f"发现 {report.problems} 个问题：请逐一解决后再运行一次检查。"))
     else:
-        print(report.say("Everything is ready for the lessons.", "一切就绪，可以开始上课了。"))
+        report.print(report.say("Everything is ready for the lessons.", "一切就绪，可以开始上课了。"))
     return report.problems
 
 

@@ -12,6 +12,7 @@ saves besides the model and the optimizer is one ``TrainingState``.
 ``load_network`` rebuilds a ``Network`` from any file ``checkpoint_io`` reads.
 """
 
+import sys
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -131,12 +132,14 @@ def load_network(path, map_location="cpu"):
     (default the CPU), in eval mode.
 
     Accepts every file ``checkpoint_io.load_checkpoint`` reads. The tensors are
-    loaded straight onto the device and copied into a model that is already
-    there, so the model and everything in it end up on ``map_location``.
+    loaded straight onto the device and copied into a model built there, so
+    the model and everything in it end up on ``map_location`` (and on the
+    meta device, nothing is allocated at all).
     """
     device = check_device(map_location)
     checkpoint = checkpoint_io.load_checkpoint(path, device)  # architecture and shapes checked
-    model = Network(**checkpoint["architecture"]).to(device)
+    with device:  # build the model where it goes
+        model = Network(**checkpoint["architecture"])
     checkpoint_io.restore(checkpoint, model, path=path)
     return model.eval()
 
@@ -144,11 +147,18 @@ def load_network(path, map_location="cpu"):
 # --------------------------------------------------------------------------- training
 
 def _is_number(value):
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+    """True for a float, or an int (not a bool) small enough to become one."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    return isinstance(value, float) or abs(value) <= sys.float_info.max
 
 
 def _is_history(value):
-    return isinstance(value, list) and all(isinstance(record, dict) for record in value)
+    """True for a history as ``train`` writes it: a list of flat dicts from names to numbers."""
+    return isinstance(value, list) and all(
+        isinstance(record, dict)
+        and all(isinstance(key, str) and _is_number(number) for key, number in record.items())
+        for record in value)
 
 
 def _is_rng_state(value):
@@ -218,8 +228,9 @@ def _check_resumable(state, trainloader, path):
     """Raise ``CheckpointError`` if ``state`` stopped past the end of ``trainloader``'s epoch."""
     if state.batch and hasattr(trainloader, "__len__") and state.batch >= len(trainloader):
         raise CheckpointError(
-            f"{path} stopped after batch {state.batch} of an epoch, but the training data has "
-            f"{len(trainloader)} batches: resume with the data the run was started with")
+            f"{path} stopped after batch {checkpoint_io._quote(state.batch)} of an epoch, but the "
+            f"training data has {len(trainloader)} batches: resume with the data the run was "
+            "started with")
 
 
 def _epoch_batches(trainloader, state, resumed_rng):
@@ -292,6 +303,10 @@ def train(model, trainloader, testloader, criterion, optimizer, epochs=5,
         resume: continue from ``checkpoint_path`` if that file exists. On the
             CPU the result is bit-identical to a run that was never stopped,
             provided the data, model and optimizer are built the same way.
+            Everything the resume needs is checked before the model, the
+            optimizer or the random-number generators change: a file that
+            cannot be resumed from raises ``CheckpointError`` and changes
+            nothing.
         best_path: if given, the model is also saved there whenever the test
             accuracy at a report is the best so far.
 
@@ -310,7 +325,7 @@ def train(model, trainloader, testloader, criterion, optimizer, epochs=5,
     test_batches = _cached_batches(testloader, device)
 
     state, resumed_rng = TrainingState(), None
-    if resume and Path(checkpoint_path).exists():
+    if resume and Path(checkpoint_path).exists():  # everything is checked before restore copies
         checkpoint = checkpoint_io.load_checkpoint(checkpoint_path, map_location=device)
         state = TrainingState.from_checkpoint(checkpoint, checkpoint_path)
         _check_resumable(state, trainloader, checkpoint_path)

@@ -150,27 +150,55 @@ class AppState(Stateful):
         return state
 
     def load_state_dict(self, state):
+        if self.progress is not None:
+            own = dict(state["ranks"][f"rank{dist.get_rank()}"])
+            _check_training_state(state["progress"], own)
         set_state_dict(self.model, self.optimizer, model_state_dict=state["model"],
                        optim_state_dict=state["optim"])
         if self.progress is not None:
             self.progress.update(state["progress"])
-            own = dict(state["ranks"][f"rank{dist.get_rank()}"])
             checkpoint_io.set_rng_state(own.pop("rng"))
             self.own.update(own)
 
 
+def _check_training_state(progress, own):
+    """Raise ``CheckpointError`` unless the loaded progress and this rank's own values are
+    what ``train`` saves: counts, a number, and a generator state."""
+    counts = [key for key in ("epoch", "batch", "step", "train_size", "batch_size")
+              if not checkpoint_io.is_count(progress.get(key))]
+    loss_sum = own.get("loss_sum")
+    if counts or isinstance(loss_sum, bool) or not isinstance(loss_sum, (int, float)):
+        raise CheckpointError(f"the checkpoint's training progress is not one train saves "
+                              f"(progress {checkpoint_io._quote(progress)}, "
+                              f"loss_sum {checkpoint_io._quote(loss_sum)})")
+    checkpoint_io.check_rng_state(own.get("rng"), "the checkpoint")
+
+
 # --------------------------------------------------------------------------- saving
 
+def kill_signal():
+    """The signal that ends a process at once, with no handler, ``finally`` or ``atexit`` run.
+
+    ``SIGKILL`` where it exists (Linux, macOS). Windows has no ``SIGKILL``; there
+    ``os.kill`` with any signal but the two console events calls
+    ``TerminateProcess``, which ends the process just as abruptly (its exit status
+    is the signal's number), so ``SIGTERM`` does the same job.
+    """
+    return getattr(signal, "SIGKILL", signal.SIGTERM)
+
+
 class _KilledWhileSaving(FileSystemWriter):
-    """A writer whose process kills itself (SIGKILL) once its shards are written, before the
-    checkpoint is complete: what a crash, the out-of-memory killer or a preempted machine does."""
+    """A writer whose process kills itself (``kill_signal``: SIGKILL, or TerminateProcess on
+    Windows) once its shards are written, before the checkpoint is complete: what a crash, the
+    out-of-memory killer or a preempted machine does."""
 
     def write_data(self, plan, planner):
         written = super().write_data(plan, planner)
         written.wait()
-        print(f"rank {dist.get_rank()}: wrote its shards into {Path(self.path).name}, "
-              "then was killed (SIGKILL) before the checkpoint was complete", flush=True)
-        os.kill(os.getpid(), signal.SIGKILL)
+        how = kill_signal()
+        print(f"rank {dist.get_rank()}: wrote its shards into {Path(self.path).name}, then was "
+              f"killed ({how.name}) before the checkpoint was complete", flush=True)
+        os.kill(os.getpid(), how)
 
 
 class Saver:
@@ -185,8 +213,10 @@ class Saver:
     def __init__(self, root, keep, asynchronous=False, kill_at_step=None):
         self.root, self.keep, self.kill_at_step = Path(root), keep, kill_at_step
         self.asynchronous = asynchronous
-        # Background saves talk over a process group of their own, so that their
-        # messages never mix with the training's.
+        # async_save uses the process group it is given (the default one otherwise).
+        # This one is our choice, for two reasons: the background thread's collectives
+        # (planning, then the final all-reduce) never interleave with the training's on
+        # the default group, and async_save needs a CPU backend, which nccl alone lacks.
         self.group = dist.new_group(backend="gloo") if asynchronous else None
         self.pending = None  # (future, folder) of an asynchronous save under way
         self.last_step = None

@@ -55,7 +55,11 @@ class FashionMNISTError(RuntimeError):
 
 def fashion_mnist_raw_dir(root=DEFAULT_DATA_DIR):
     """The folder where torchvision looks for the uncompressed IDX files."""
-    return Path(root).expanduser() / "FashionMNIST" / "raw"
+    try:
+        return Path(root).expanduser() / "FashionMNIST" / "raw"
+    except RuntimeError:  # ~someone, for a user this machine does not have
+        raise FashionMNISTError(f"the data folder {root!r} starts with a home folder this machine "
+                                "does not know: give the folder's full path") from None
 
 
 def check_idx_file(path, expected, name=None):

@@ -3,8 +3,9 @@
 ``torchrun`` (the module ``torch.distributed.run``) starts one process per
 "rank", gives each of them the environment variables that
 ``torch.distributed.init_process_group`` reads (``RANK``, ``WORLD_SIZE``,
-``LOCAL_RANK``, ``MASTER_ADDR``, ``MASTER_PORT``), watches them, and stops
-them all as soon as one fails. ``torchrun`` runs it with the interpreter of
+``MASTER_ADDR``, ``MASTER_PORT``) and ``LOCAL_RANK``, which it does not read
+but the program does, to pick its GPU on this machine; it watches them, and
+stops them all as soon as one fails. ``torchrun`` runs it with the interpreter of
 this notebook (``sys.executable``), so the processes see the same packages,
 and with ``--standalone``, which picks a free port on this machine.
 
@@ -13,6 +14,7 @@ processes that each use every core slow each other down.
 """
 
 import os
+import re
 import subprocess
 import sys
 
@@ -21,9 +23,19 @@ from checkpoint_io import is_count
 # How much of a failed run's output an error message quotes (its end, where the error is).
 OUTPUT_TAIL_CHARS = 3000
 
+# torchrun's own lines: its log lines ("E1202 03:40:28.953000 6844 torch/distributed/...]"),
+# and the report it ends a failed run with (a traceback through torch/distributed/run.py,
+# then a table of the failed ranks).
+_LAUNCHER_LOG_LINE = re.compile(r"^[EWI]\d{4} [\d:.]+ +\d+ \S*torch/distributed/\S*\].*\n?",
+                                re.MULTILINE)
+_LAUNCHER_REPORT = re.compile(r'Traceback \(most recent call last\):\n(?:  File "<frozen runpy>".*\n)*'
+                              r'  File "[^"\n]*torch/distributed/run\.py"')
+_FAILED_RANK = re.compile(r"rank\s*: (\d+) \(local_rank: \d+\)\s*\n\s*exitcode\s*: (-?\d+)")
+
 
 class LaunchError(RuntimeError):
-    """A ``torchrun`` run that failed; the message quotes the end of its output."""
+    """A ``torchrun`` run that failed; the message quotes what its ranks printed last (their
+    own error) and which ranks failed how."""
 
 
 def check_process_count(nproc):
@@ -62,7 +74,17 @@ def torchrun(module, args=(), nproc=2, check=True, timeout=600, env=None):
     result = subprocess.run(torchrun_command(module, args, nproc), capture_output=True,
                             text=True, timeout=timeout, env=environment)
     if check and result.returncode != 0:
-        output = (result.stdout + result.stderr)[-OUTPUT_TAIL_CHARS:]
-        raise LaunchError(f"torchrun -m {module} on {nproc} process(es) failed with exit "
-                          f"status {result.returncode}; the end of its output:\n{output}")
+        raise LaunchError(f"torchrun -m {module} on {nproc} process(es) failed with exit status "
+                          f"{result.returncode}. {failure_report(result.stdout, result.stderr)}")
     return result
+
+
+def failure_report(stdout, stderr):
+    """The cause of a failed run, for an error message: the end of what the ranks printed
+    (where their own error is), without torchrun's report, then which ranks failed how."""
+    report = _LAUNCHER_REPORT.search(stderr)
+    ranks_output = (stdout + _LAUNCHER_LOG_LINE.sub("", stderr[:report.start()] if report else stderr))
+    cause = ranks_output.strip()[-OUTPUT_TAIL_CHARS:] or "(the ranks printed nothing)"
+    failed = [f"rank {rank} exit code {code}" for rank, code in _FAILED_RANK.findall(stderr)]
+    summary = f"\n(torchrun: {', '.join(failed)})" if failed else ""
+    return f"The end of what its ranks printed:\n{cause}{summary}"

@@ -144,12 +144,12 @@ ax = helper.imshow(images[0], title=helper.FASHION_MNIST_CLASSES[labels[0]])
 # %% [markdown] lang="en"
 # ### The same batches, transformed once
 #
-# These loaders run `ToTensor` and `Normalize` again on every image at every epoch, one image at a time: on a CPU that costs more than the training itself. `helper.fashion_mnist_loaders(data_dir)` transforms all the images once, into two tensors, and then yields the very same batches in the same order, because it draws its random numbers exactly as `DataLoader(shuffle=True)` does. We check that on the first batch of an epoch, started from the same random state. `torch.random.fork_rng()` puts PyTorch's random state back afterwards, so the check changes nothing in the rest of the notebook.
+# These loaders run `ToTensor` and `Normalize` again on every image at every epoch, one image at a time: on a CPU that costs more than the training itself. `helper.fashion_mnist_loaders(data_dir)` transforms all the images once, into two tensors, and then yields the very same batches in the same order, because it draws its random numbers exactly as `DataLoader(shuffle=True)` does. We check that on the first batch of an epoch, started from the same random state. `torch.random.fork_rng()` puts PyTorch's random state back afterwards, so the checks change nothing in the rest of the notebook.
 
 # %% [markdown] lang="zh-CN"
 # ### 同样的批次，只变换一次
 #
-# 上面的数据加载器在每一轮都要对每张图像重新执行 `ToTensor` 和 `Normalize`，而且一次只处理一张：在 CPU 上，这比训练本身还要费时。`helper.fashion_mnist_loaders(data_dir)` 把所有图像只变换一次，存成两个张量，之后按同样的顺序给出完全相同的批次，因为它抽取随机数的方式与 `DataLoader(shuffle=True)` 完全一样。我们从同一个随机状态出发，用一轮的第一个批次来验证这一点。`torch.random.fork_rng()` 会在结束后恢复 PyTorch 的随机状态，所以这次检查不会改变本 notebook 后面的任何结果。
+# 上面的数据加载器在每一轮都要对每张图像重新执行 `ToTensor` 和 `Normalize`，而且一次只处理一张：在 CPU 上，这比训练本身还要费时。`helper.fashion_mnist_loaders(data_dir)` 把所有图像只变换一次，存成两个张量，之后按同样的顺序给出完全相同的批次，因为它抽取随机数的方式与 `DataLoader(shuffle=True)` 完全一样。我们从同一个随机状态出发，用一轮的第一个批次来验证这一点。`torch.random.fork_rng()` 会在结束后恢复 PyTorch 的随机状态，所以这些检查不会改变本 notebook 后面的任何结果。
 
 # %%
 fast_trainloader, fast_testloader = helper.fashion_mnist_loaders(data_dir)
@@ -161,10 +161,35 @@ def first_batch(loader, seed):
 with torch.random.fork_rng():
     classic_images, classic_labels = first_batch(trainloader, seed=1)
     fast_images, fast_labels = first_batch(fast_trainloader, seed=1)
-print("the same images:", torch.equal(classic_images, fast_images))
-# zh-CN: print("图像相同：", torch.equal(classic_images, fast_images))
-print("the same labels:", torch.equal(classic_labels, fast_labels))
-# zh-CN: print("标签相同：", torch.equal(classic_labels, fast_labels))
+assert torch.equal(classic_images, fast_images) and torch.equal(classic_labels, fast_labels)
+print("first batch: the same images and labels")
+# zh-CN: print("第一个批次：图像和标签都相同")
+
+# %% [markdown] lang="en"
+# One batch proves little: a loader that shuffled differently from the second batch on, or skipped a batch, would pass that check. Transforming all 60,000 images the classic way takes longer than training, so for the whole epoch we let a `DataLoader(shuffle=True)` over the *numbers* 0 to 59,999 draw the order of the examples. It draws exactly the random numbers that `trainloader` draws (the two differ only in what each index returns), and it is fast. Every batch of the fast loader must then hold the labels of exactly these examples, in this order, and its first image must be the one that `trainset` itself transforms.
+
+# %% [markdown] lang="zh-CN"
+# 只检查一个批次说明不了多少：如果一个数据加载器从第二个批次起打乱的顺序就不同了，或者漏掉了某个批次，它照样能通过上面的检查。用原来的方式变换全部 60,000 张图像比训练还慢，所以为了检查整整一轮，我们让一个作用在*编号* 0 到 59,999 上的 `DataLoader(shuffle=True)` 来抽取样本的顺序。它抽取的随机数与 `trainloader` 完全相同（两者的区别只在于按索引取出的是什么），而且速度很快。这样，快速数据加载器的每个批次都必须恰好按这个顺序包含这些样本的标签，并且其中第一张图像必须与 `trainset` 自己变换出来的图像相同。
+
+# %%
+order_loader = torch.utils.data.DataLoader(range(len(trainset)), batch_size=64, shuffle=True)
+with torch.random.fork_rng():
+    torch.manual_seed(1)
+    order = list(order_loader)         # the indices of every batch; no image is transformed
+                                       # zh-CN: 每个批次的索引；不变换任何图像
+    torch.manual_seed(1)
+    checked = 0
+    for indices, (images, labels) in zip(order, fast_trainloader):
+        assert torch.equal(labels, trainset.targets[indices]), f"batch {checked} differs"
+        # zh-CN: assert torch.equal(labels, trainset.targets[indices]), f"批次 {checked} 不同"
+        assert torch.equal(images[0], trainset[int(indices[0])][0]), f"batch {checked} differs"
+        # zh-CN: assert torch.equal(images[0], trainset[int(indices[0])][0]), f"批次 {checked} 不同"
+        checked += 1
+assert torch.equal(trainset.targets[order[0]], classic_labels)   # the order of trainloader itself
+                                                                 # zh-CN: 正是 trainloader 自己的顺序
+assert checked == len(order) == len(trainloader)
+print(f"all {checked} batches of an epoch: the same examples in the same order")
+# zh-CN: print(f"一轮中全部 {checked} 个批次：样本相同，顺序也相同")
 
 # %% [markdown] lang="en"
 # Timing the first 200 batches of an epoch through each loader, and scaling that to the whole epoch, shows what the transforms cost (the figures depend on your machine):
@@ -214,14 +239,14 @@ figure = helper.plot_history(history)
 #
 # Training a network every time you need it is impractical. Instead, we save the trained network and load it later, to train it more or to make predictions.
 #
-# What a PyTorch network has learnt is stored in its `state_dict`, an ordered dictionary that maps the name of every parameter *and buffer* to a tensor. Here that is the weight and the bias of every layer. Buffers are tensors a layer keeps without training them by gradient descent, such as the running statistics of batch normalisation; this network has none. Dropout has neither, so it has no entry.
+# What a PyTorch network has learnt is stored in its `state_dict`, an ordered dictionary that maps the name of every parameter *and persistent buffer* to a tensor (plus whatever a module returns from `get_extra_state`, if it defines that method). Here that is the weight and the bias of every layer. Buffers are tensors a layer keeps without training them by gradient descent, such as the running statistics of batch normalisation; a buffer registered with `persistent=False` is left out of the state dict. This network has no buffers, and dropout has neither parameters nor buffers, so it has no entry.
 
 # %% [markdown] lang="zh-CN"
 # ## 保存和加载网络
 #
 # 每次要用网络时都重新训练一遍并不现实。更好的做法是保存训练好的网络，之后再加载，用来继续训练或进行预测。
 #
-# PyTorch 网络学到的内容保存在它的 `state_dict`（状态字典）中。这是一个有序字典，把每个参数*和缓冲区*（buffer）的名字映射到一个张量。在这里，就是每一层的权重和偏置。缓冲区是层中保存的、但不通过梯度下降训练的张量，比如批量归一化（batch normalization）的滑动统计量；这个网络没有缓冲区。dropout 两者都没有，所以字典里没有它。
+# PyTorch 网络学到的内容保存在它的 `state_dict`（状态字典）中。这是一个有序字典，把每个参数*和持久缓冲区*（persistent buffer）的名字映射到一个张量（如果某个模块定义了 `get_extra_state` 方法，还包括它返回的内容）。在这里，就是每一层的权重和偏置。缓冲区是层中保存的、但不通过梯度下降训练的张量，比如批量归一化（batch normalization）的滑动统计量；用 `persistent=False` 注册的缓冲区不会出现在状态字典中。这个网络没有缓冲区，dropout 既没有参数也没有缓冲区，所以字典里没有它。
 
 # %%
 print("Our model: \n\n", model, '\n')
@@ -230,10 +255,10 @@ print("The state dict keys: \n\n", model.state_dict().keys())
 # zh-CN: print("状态字典的键：\n\n", model.state_dict().keys())
 
 # %% [markdown] lang="en"
-# `state_dict()` copies nothing: its tensors *are* the model's parameters, so they change whenever training goes on. To keep a snapshot, for example the best weights so far, copy it with `copy.deepcopy` or save it to a file straight away. Comparing memory addresses shows the difference:
+# `state_dict()` copies no data: its tensors are the parameters *detached* (`param.detach()`): new tensor objects that do not track gradients but share the parameters' memory, so they change whenever training goes on. To keep a snapshot, for example the best weights so far, copy it with `copy.deepcopy` or save it to a file straight away. Comparing memory addresses shows the difference:
 
 # %% [markdown] lang="zh-CN"
-# `state_dict()` 不会复制任何东西：其中的张量*就是*模型的参数本身，训练一继续，它们也跟着改变。如果要保留一份快照，比如迄今最好的权重，就要用 `copy.deepcopy` 复制一份，或者立即保存到文件中。比较一下内存地址就能看出区别：
+# `state_dict()` 不会复制任何数据：其中的张量是参数经过*分离*（`param.detach()`）得到的新张量对象，它们不记录梯度，但与参数共享同一块内存，所以训练一继续，它们也跟着改变。如果要保留一份快照，比如迄今最好的权重，就要用 `copy.deepcopy` 复制一份，或者立即保存到文件中。比较一下内存地址就能看出区别：
 
 # %%
 live = model.state_dict()
@@ -255,13 +280,13 @@ torch.save(model.state_dict(), 'checkpoint.pth')
 # %% [markdown] lang="en"
 # Then we load it with `torch.load`. Two arguments are worth writing out every time:
 #
-# - `weights_only=True` lets `torch.load` rebuild only tensors and plain Python containers and numbers. Since PyTorch 1.6, a file written by `torch.save` is a zip archive holding a Python pickle (the structure of the saved object) and the raw data of each tensor. Unpickling an arbitrary file can run any code hidden in it; with `weights_only=True` such a file is refused instead. The option exists since PyTorch 1.13 and is the default since 2.6: on versions 1.13 to 2.5 you must write it to load safely, and on newer ones writing it does no harm. Never pass `weights_only=False` for a file you did not make yourself (lesson 3 shows why).
+# - `weights_only=True` lets `torch.load` rebuild only tensors, plain Python containers and numbers, and the few classes that are allowed. Since PyTorch 1.6, a file written by `torch.save` is a zip archive holding a Python pickle (the structure of the saved object) and the raw data of each tensor. Unpickling an arbitrary file can run any code hidden in it; with `weights_only=True`, a restricted unpickler refuses such a file instead. The option exists since PyTorch 1.13 and is the default since 2.6, but write it out anyway: an environment variable can turn the default off for every call that leaves it out (lesson 3 shows it). Never pass `weights_only=False` for a file you did not make yourself (lesson 3 shows why).
 # - `map_location` says where the loaded *tensors* go. A checkpoint saved on a GPU remembers its device; `map_location='cpu'` loads it on a machine without one. It moves tensors, not models: more on that below.
 
 # %% [markdown] lang="zh-CN"
 # 然后用 `torch.load` 把它加载回来。有两个参数值得每次都写上：
 #
-# - `weights_only=True` 让 `torch.load` 只重建张量以及普通的 Python 容器和数字。从 PyTorch 1.6 起，`torch.save` 写出的文件是一个 zip 归档，里面有一个 Python pickle（记录所保存对象的结构）以及每个张量的原始数据。反序列化一个来路不明的文件可能执行其中暗藏的任意代码；使用 `weights_only=True` 时，这样的文件会被拒绝加载。这个选项从 PyTorch 1.13 开始提供，从 2.6 起成为默认值：在 1.13 到 2.5 版本中必须显式写出它才能安全加载，在更新的版本中写出来也没有坏处。对于不是你自己生成的文件，千万不要传入 `weights_only=False`（第 3 课会说明原因）。
+# - `weights_only=True` 让 `torch.load` 只重建张量、普通的 Python 容器和数字，以及少数被放行的类。从 PyTorch 1.6 起，`torch.save` 写出的文件是一个 zip 归档，里面有一个 Python pickle（记录所保存对象的结构）以及每个张量的原始数据。反序列化一个来路不明的文件可能执行其中暗藏的任意代码；使用 `weights_only=True` 时，一个受限的反序列化器会拒绝加载这样的文件。这个选项从 PyTorch 1.13 开始提供，从 2.6 起成为默认值，但仍然应该每次都写出来：一个环境变量就能让所有省略了它的调用不再使用这个默认值（第 3 课会演示）。对于不是你自己生成的文件，千万不要传入 `weights_only=False`（第 3 课会说明原因）。
 # - `map_location` 指定加载出来的*张量*放到哪里。在 GPU 上保存的检查点会记住它所在的设备；`map_location='cpu'` 可以让它在没有 GPU 的机器上加载。它移动的是张量，而不是模型：后面会详细说明。
 
 # %%
@@ -269,10 +294,20 @@ state_dict = torch.load('checkpoint.pth', map_location='cpu', weights_only=True)
 print(state_dict.keys())
 
 # %% [markdown] lang="en"
-# To load the state dict into a network, call `model.load_state_dict(state_dict)`. It copies every tensor into the parameter of the same name, and returns the keys that did *not* match: `missing_keys` (the model has them, the file does not) and `unexpected_keys` (the other way round). With the default `strict=True`, any such key raises an error instead, so a call that returns has matched them all:
+# **Which PyTorch is recent enough?** `weights_only=True` is a restricted unpickler, not a sandbox, and it has had security bugs. [CVE-2025-32434](https://github.com/pytorch/pytorch/security/advisories/GHSA-53q9-r3pm-6pq6): a crafted file could run code through `torch.load(..., weights_only=True)` in every version up to 2.5.1 (fixed in 2.6.0). [CVE-2026-24747](https://github.com/pytorch/pytorch/security/advisories/GHSA-63cw-57p8-fm3p): a crafted file could corrupt memory in the weights-only unpickler (fixed in 2.10.0). So these lessons need PyTorch 2.10 or newer, the version from which loading a file you did not make with `weights_only=True` is considered safe today. Keep PyTorch up to date, and for files from strangers prefer safetensors, a format that holds no code at all (lesson 3).
 
 # %% [markdown] lang="zh-CN"
-# 要把状态字典加载到网络中，调用 `model.load_state_dict(state_dict)`。它会把每个张量复制到同名的参数中，并返回*没有*匹配上的键：`missing_keys`（模型有、文件里没有的）和 `unexpected_keys`（文件里有、模型没有的）。在默认的 `strict=True` 下，只要出现这样的键就会直接报错，因此调用能正常返回，就说明所有的键都匹配上了：
+# **PyTorch 要多新才够？** `weights_only=True` 是一个受限的反序列化器，而不是沙箱，它本身也出现过安全漏洞。[CVE-2025-32434](https://github.com/pytorch/pytorch/security/advisories/GHSA-53q9-r3pm-6pq6)：在 2.5.1 及以前的所有版本中，精心构造的文件可以通过 `torch.load(..., weights_only=True)` 执行代码（在 2.6.0 中修复）。[CVE-2026-24747](https://github.com/pytorch/pytorch/security/advisories/GHSA-63cw-57p8-fm3p)：精心构造的文件可以破坏 weights-only 反序列化器的内存（在 2.10.0 中修复）。因此，本系列课程需要 PyTorch 2.10 或更新的版本：按目前所知，从这个版本起，用 `weights_only=True` 加载不是你自己生成的文件才被认为是安全的。请及时更新 PyTorch；对于来自陌生人的文件，优先使用根本不包含代码的 safetensors 格式（第 3 课）。
+
+# %%
+print(f"PyTorch {torch.__version__}, 2.10 or newer: {torch.__version__ >= '2.10'}")
+# zh-CN: print(f"PyTorch {torch.__version__}，是否为 2.10 或更新的版本：{torch.__version__ >= '2.10'}")
+
+# %% [markdown] lang="en"
+# To load the state dict into a network, call `model.load_state_dict(state_dict)`. It copies every tensor into the parameter or buffer of the same name, and returns the keys that did *not* match: `missing_keys` (the model has them, the file does not) and `unexpected_keys` (the other way round). With the default `strict=True`, any such key raises an error instead, so a call that returns has matched them all:
+
+# %% [markdown] lang="zh-CN"
+# 要把状态字典加载到网络中，调用 `model.load_state_dict(state_dict)`。它会把每个张量复制到同名的参数或缓冲区中，并返回*没有*匹配上的键：`missing_keys`（模型有、文件里没有的）和 `unexpected_keys`（文件里有、模型没有的）。在默认的 `strict=True` 下，只要出现这样的键就会直接报错，因此调用能正常返回，就说明所有的键都匹配上了：
 
 # %%
 model.load_state_dict(state_dict)
@@ -323,7 +358,7 @@ print({key: value for key, value in checkpoint.items() if key != 'state_dict'})
 # Now the checkpoint holds all the information needed to rebuild the trained model. A function that loads it must put the model on the device where it will compute, and three separate things decide where tensors live:
 #
 # - `map_location` decides where the tensors *loaded from the file* go;
-# - `load_state_dict` copies those tensors into the model's parameters, *wherever the parameters already are*: it never moves the model;
+# - `load_state_dict` copies those tensors into the model's parameters, *wherever the parameters already are*: with its default `assign=False` it never moves the model (`assign=True`, below, is the exception);
 # - the model goes where `model.to(device)` puts it. A new `fc_model.Network` starts on the CPU.
 #
 # So loading with `map_location='cuda'` into a network built on the CPU leaves the network on the CPU, and the first GPU batch fed to it fails with a device-mismatch error. The function below reads the file (safely) onto `device`, builds a network of the saved architecture, moves it to `device`, copies the weights in, and switches it to evaluation mode with `eval()`, so that dropout is off for predictions.
@@ -332,7 +367,7 @@ print({key: value for key, value in checkpoint.items() if key != 'state_dict'})
 # 现在检查点包含了重建训练好的模型所需的全部信息。加载它的函数必须把模型放到将要进行计算的设备上，而张量放在哪里，分别由三件事决定：
 #
 # - `map_location` 决定*从文件加载出来的*张量放到哪里；
-# - `load_state_dict` 把这些张量复制到模型的参数中，*参数原来在哪里就留在哪里*：它从不移动模型；
+# - `load_state_dict` 把这些张量复制到模型的参数中，*参数原来在哪里就留在哪里*：在默认的 `assign=False` 下，它从不移动模型（例外是下文的 `assign=True`）；
 # - 模型放在 `model.to(device)` 指定的地方。新建的 `fc_model.Network` 位于 CPU 上。
 #
 # 因此，即使用 `map_location='cuda'` 读取文件，把权重载入在 CPU 上构建的网络之后，网络仍然留在 CPU 上；给它输入第一个 GPU 上的批次时，就会因设备不一致而报错。下面的函数把文件（安全地）读到 `device` 上，按保存的架构构建网络，把网络移到 `device`，复制权重，再用 `eval()` 把网络切换到评估模式，这样做预测时 dropout 就不会起作用。
@@ -357,6 +392,35 @@ def load_checkpoint(filepath, device='cpu'):
 # %%
 loaded_model = load_checkpoint('checkpoint.pth', device)
 print(loaded_model)
+
+# %% [markdown] lang="en"
+# ### `assign=True`: the loaded tensors become the parameters
+#
+# `model.load_state_dict(state_dict, assign=True)` (PyTorch 2.1 and later) does not copy: it makes each loaded tensor the parameter itself (wrapped as an `nn.Parameter`). Then `map_location` *does* decide where the model ends up. This lets us build the network on the `meta` device, which records shapes but allocates no memory, and fill it straight from the file: with a large model, the weights are never held twice. The price: an optimizer created *before* such a load still holds the old parameters, so create it afterwards.
+
+# %% [markdown] lang="zh-CN"
+# ### `assign=True`：加载出来的张量直接成为参数
+#
+# `model.load_state_dict(state_dict, assign=True)`（PyTorch 2.1 起）不做复制，而是让加载出来的每个张量本身成为参数（包装成 `nn.Parameter`）。这时模型最终在哪里，*就*由 `map_location` 决定了。这样我们可以先在 `meta` 设备上构建网络（它只记录形状，不分配内存），再直接用文件中的张量填满它：对于大模型，权重不会在内存中存两份。代价是：在这样的加载*之前*创建的优化器仍然持有旧的参数，所以优化器要在加载之后再创建。
+
+# %%
+saved = torch.load('checkpoint.pth', map_location=device, weights_only=True)
+with torch.device('meta'):             # shapes only: no memory for the weights
+                                       # zh-CN: 只有形状：不为权重分配内存
+    meta_model = fc_model.Network(saved['input_size'], saved['output_size'],
+                                  saved['hidden_layers'], saved['drop_p'])
+too_early = optim.Adam(meta_model.parameters(), lr=0.001)   # wrong: created before the load
+                                                            # zh-CN: 错误：在加载之前创建
+print("before loading:", devices.model_device(meta_model))
+# zh-CN: print("加载之前：", devices.model_device(meta_model))
+meta_model.load_state_dict(saved['state_dict'], assign=True)
+print("after loading with assign=True:", devices.model_device(meta_model))
+# zh-CN: print("用 assign=True 加载之后：", devices.model_device(meta_model))
+assert devices.model_device(meta_model) == devices.model_device(loaded_model)
+assert meta_model.output.weight.data_ptr() == saved['state_dict']['output.weight'].data_ptr()
+stale = too_early.param_groups[0]['params'][0] is not meta_model.hidden_layers[0].weight
+print("the optimizer created too early holds the old parameters:", stale)
+# zh-CN: print("过早创建的优化器持有的是旧参数：", stale)
 
 # %% [markdown] lang="en"
 # ## Did it work?
@@ -400,17 +464,17 @@ figure = helper.view_classify(test_images[0], probabilities)
 # %% [markdown] lang="en"
 # ## Summary
 #
-# - A model's parameters and buffers live in its `state_dict`; save it with `torch.save(model.state_dict(), path)`. It holds references to the live tensors: `copy.deepcopy` it to keep a snapshot.
-# - Load with `torch.load(path, map_location=..., weights_only=True)`, then `model.load_state_dict(...)` on a model of the same architecture, which raises on any key or size that does not match.
-# - `map_location` places the loaded tensors, `model.to(device)` places the model; `load_state_dict` copies values and moves nothing.
+# - A model's parameters and persistent buffers live in its `state_dict`; save it with `torch.save(model.state_dict(), path)`. Its tensors share memory with the live parameters: `copy.deepcopy` it to keep a snapshot.
+# - Load with `torch.load(path, map_location=..., weights_only=True)` (written out every time, on PyTorch 2.10 or newer), then `model.load_state_dict(...)` on a model of the same architecture, which raises on any key or size that does not match.
+# - `map_location` places the loaded tensors, `model.to(device)` places the model; `load_state_dict` copies values and moves nothing, unless you pass `assign=True`: then the loaded tensors become the parameters, and the optimizer must be created after the load.
 # - Store the architecture in the checkpoint, so the model can be rebuilt from the file alone, and call `eval()` before predicting.
 
 # %% [markdown] lang="zh-CN"
 # ## 小结
 #
-# - 模型的参数和缓冲区保存在 `state_dict` 中，用 `torch.save(model.state_dict(), path)` 保存。它引用的是模型中正在使用的张量：要保留快照，就用 `copy.deepcopy` 复制一份。
-# - 用 `torch.load(path, map_location=..., weights_only=True)` 加载，再对同样架构的模型调用 `model.load_state_dict(...)`；只要有键或尺寸不匹配，它就会报错。
-# - `map_location` 决定加载出来的张量放在哪里，`model.to(device)` 决定模型放在哪里；`load_state_dict` 只复制数值，不移动任何东西。
+# - 模型的参数和持久缓冲区保存在 `state_dict` 中，用 `torch.save(model.state_dict(), path)` 保存。其中的张量与模型正在使用的参数共享内存：要保留快照，就用 `copy.deepcopy` 复制一份。
+# - 用 `torch.load(path, map_location=..., weights_only=True)` 加载（每次都写出 `weights_only`，并使用 PyTorch 2.10 或更新的版本），再对同样架构的模型调用 `model.load_state_dict(...)`；只要有键或尺寸不匹配，它就会报错。
+# - `map_location` 决定加载出来的张量放在哪里，`model.to(device)` 决定模型放在哪里；`load_state_dict` 只复制数值，不移动任何东西，除非传入 `assign=True`：这时加载出来的张量直接成为参数，优化器必须在加载之后再创建。
 # - 把架构一并存入检查点，这样只凭文件就能重建模型；预测之前记得调用 `eval()`。
 
 # %% [markdown] lang="en"

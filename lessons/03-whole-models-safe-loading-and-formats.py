@@ -54,7 +54,9 @@ import pickle
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
+from unittest import mock
 
 import torch
 from safetensors import safe_open
@@ -151,16 +153,16 @@ except AttributeError as error:
     print(type(error).__name__ + ":", error)
 
 # %% [markdown] lang="en"
-# Since PyTorch 2.6, `torch.load` uses `weights_only=True` by default. It rebuilds tensors, numbers, strings and containers, and refuses every other class unless you allow it. Our whole-model file is refused:
+# Since PyTorch 2.6, `torch.load` uses `weights_only=True` by default; we write it out all the same, every time (a section below shows why). It rebuilds tensors, numbers, strings and containers, and refuses every other class unless you allow it. Our whole-model file is refused:
 
 # %% [markdown] lang="zh-CN"
 # pickle 在 `__main__` 中找不到名为 `TinyNet` 的类，于是加载失败。
 #
-# 从 PyTorch 2.6 起，`torch.load` 默认使用 `weights_only=True`。它只重建张量、数字、字符串和容器，除非你明确放行，否则拒绝其他任何类。我们的完整模型文件因此被拒绝：
+# 从 PyTorch 2.6 起，`torch.load` 默认使用 `weights_only=True`；尽管如此，我们每次都把它写出来（下面有一节说明原因）。它只重建张量、数字、字符串和容器，除非你明确放行，否则拒绝其他任何类。我们的完整模型文件因此被拒绝：
 
 # %%
 try:
-    torch.load(whole_path)
+    torch.load(whole_path, weights_only=True)
 except pickle.UnpicklingError as error:
     print("torch.load refused the whole-model file:")
     # zh-CN: print("torch.load 拒绝加载这个完整模型文件：")
@@ -189,8 +191,7 @@ assert not unknown, f"the file needs classes we do not trust: {unknown}"
 # zh-CN: assert not unknown, f"这个文件需要我们不信任的类：{unknown}"
 
 with torch.serialization.safe_globals([known_classes[name] for name in needed]):
-    whole_model = torch.load(whole_path, map_location=device)   # weights_only=True, the default
-                                                                # zh-CN: 默认即 weights_only=True
+    whole_model = torch.load(whole_path, map_location=device, weights_only=True)
 
 with torch.no_grad():
     assert torch.equal(whole_model(test_images), model(test_images))
@@ -198,30 +199,65 @@ print(type(whole_model).__name__, "loaded; same predictions as the trained model
 # zh-CN: print(type(whole_model).__name__, "已加载；预测与训练好的模型相同")
 
 # %% [markdown] lang="en"
-# The error message of `torch.load` suggests a second way: `torch.serialization.add_safe_globals`. It allows the same classes, but for the whole Python process and from then on, not only inside a `with` block. That suits a script that loads many files of one known kind; in a notebook or a library it also widens what *every other* `torch.load` accepts, so prefer the scoped `safe_globals` there. PyTorch keeps a list of allowed globals of its own (`get_safe_globals()`); we save it first and put it back afterwards:
+# The error message of `torch.load` suggests a second way: `torch.serialization.add_safe_globals`. It allows the same classes, but for the whole Python process and from then on, not only inside a `with` block. That suits a script that loads many files of one known kind; in a notebook or a library it also widens what *every other* `torch.load` accepts, so prefer the scoped `safe_globals` there.
+#
+# Undoing `add_safe_globals` needs care. `get_safe_globals()` returns the globals *added* to PyTorch's built-in allowlist, not that built-in list (which `clear_safe_globals()` does not touch either). But it is not empty when we start: parts of PyTorch add classes of their own as they are imported. `clear_safe_globals()` alone would remove those as well, so we save the list first and put it back afterwards. The scoped `safe_globals` has its own catch: while its `with` block runs, its classes are allowed for every `torch.load` in the process, and when the block ends it removes them, even the ones that had been added before it started.
 
 # %% [markdown] lang="zh-CN"
-# `torch.load` 的错误信息还提到了第二种办法：`torch.serialization.add_safe_globals`。它放行的是同样的类，但作用于整个 Python 进程，而且从此一直有效，而不只是在一个 `with` 块内。对于要加载大量同类已知文件的脚本，这很合适；但在 notebook 或库中，它也会放宽*其他所有* `torch.load` 调用能接受的内容，所以在那些场合更应该使用作用范围有限的 `safe_globals`。PyTorch 自己也维护着一份放行清单（`get_safe_globals()`）；我们先把它保存下来，用完后再恢复：
+# `torch.load` 的错误信息还提到了第二种办法：`torch.serialization.add_safe_globals`。它放行的是同样的类，但作用于整个 Python 进程，而且从此一直有效，而不只是在一个 `with` 块内。对于要加载大量同类已知文件的脚本，这很合适；但在 notebook 或库中，它也会放宽*其他所有* `torch.load` 调用能接受的内容，所以在那些场合更应该使用作用范围有限的 `safe_globals`。
+#
+# 撤销 `add_safe_globals` 时要小心。`get_safe_globals()` 返回的是*额外添加*到 PyTorch 内置放行清单中的全局对象，而不是这份内置清单本身（`clear_safe_globals()` 也不会改动内置清单）。不过，在我们开始之前它就不是空的：PyTorch 的一些部分在被导入时会添加它们自己的类。只调用 `clear_safe_globals()` 会把这些也一并删掉，所以我们先把清单保存下来，用完后再恢复。作用范围有限的 `safe_globals` 也有需要注意的地方：在它的 `with` 块执行期间，它放行的类对进程中的每一次 `torch.load` 都有效；`with` 块结束时，它会删除这些类，即使其中有些类在它开始之前就已经被添加过。
 
 # %%
 allowed_before = torch.serialization.get_safe_globals()
+print("the list was not empty before we added anything:", len(allowed_before) > 0)
+# zh-CN: print("在我们添加任何东西之前，清单就不是空的：", len(allowed_before) > 0)
 torch.serialization.add_safe_globals([known_classes[name] for name in needed])
-whole_again = torch.load(whole_path, map_location=device)   # no with block: allowed process-wide
-                                                            # zh-CN: 没有 with 块：在整个进程中放行
+whole_again = torch.load(whole_path, map_location=device, weights_only=True)   # no with block
+                                                                              # zh-CN: 没有 with 块
 print("Network allowed everywhere:", fc_model.Network in torch.serialization.get_safe_globals())
 # zh-CN: print("Network 在整个进程中都被放行：", fc_model.Network in torch.serialization.get_safe_globals())
 
 torch.serialization.clear_safe_globals()                     # back to the list we started with
                                                              # zh-CN: 恢复到最初的清单
 torch.serialization.add_safe_globals(allowed_before)
+assert set(torch.serialization.get_safe_globals()) == set(allowed_before)
 print("Network allowed everywhere:", fc_model.Network in torch.serialization.get_safe_globals())
 # zh-CN: print("Network 在整个进程中都被放行：", fc_model.Network in torch.serialization.get_safe_globals())
 
 # %% [markdown] lang="en"
-# `torch.load(path, weights_only=False)` would also load it, by running the full unpickler. That is acceptable only for a file you made yourself and that nobody could have changed since. For anything downloaded, shared or received, use `weights_only=True` (with `safe_globals` for classes you trust), or better a format that cannot hold code at all. The next section shows why.
+# `torch.load(path, weights_only=False)` would also load it, by running the full unpickler. That is acceptable only for a file you made yourself and that nobody could have changed since. For anything downloaded, shared or received, use `weights_only=True` (with `safe_globals` for classes you trust), or better a format that cannot hold code at all. The section *Why it matters* below shows why.
 
 # %% [markdown] lang="zh-CN"
-# `torch.load(path, weights_only=False)` 也能加载它，因为它会运行完整的反序列化器。但这只适用于你自己生成、而且之后不可能被他人改动过的文件。对于任何下载、分享或收到的文件，都应该使用 `weights_only=True`（对信任的类配合 `safe_globals`），更好的办法是使用根本无法包含代码的格式。下一节说明原因。
+# `torch.load(path, weights_only=False)` 也能加载它，因为它会运行完整的反序列化器。但这只适用于你自己生成、而且之后不可能被他人改动过的文件。对于任何下载、分享或收到的文件，都应该使用 `weights_only=True`（对信任的类配合 `safe_globals`），更好的办法是使用根本无法包含代码的格式。后面“为什么这很重要”一节会说明原因。
+
+# %% [markdown] lang="en"
+# ### Write `weights_only` out, every time
+#
+# A default can be changed behind your back. When the environment variable `TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD` is set to `1` (a quick fix that some answers online suggest for old files), every `torch.load` that *leaves out* `weights_only` runs the full unpickler, with nothing but a warning; a call that writes `weights_only=True` is not affected. We show it on our own whole-model file, with the variable set only inside the `with` block:
+
+# %% [markdown] lang="zh-CN"
+# ### 每次都写出 `weights_only`
+#
+# 默认值可能在你不知情时被改掉。如果环境变量 `TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD` 被设为 `1`（网上有些回答把它当作加载旧文件的快捷办法），那么每一次*省略*了 `weights_only` 的 `torch.load` 调用都会运行完整的反序列化器，只给出一条警告；而写明 `weights_only=True` 的调用不受影响。下面用我们自己生成的完整模型文件来演示，这个环境变量只在 `with` 块内有效。打印出的英文警告说的是：检测到这个环境变量，而调用时没有显式传入 `weights_only`，因此强制使用 `weights_only=False`。
+
+# %%
+with mock.patch.dict('os.environ', {'TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD': '1'}):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('always')
+        omitted = torch.load(whole_path, map_location=device)   # our own file: safe to try
+                                                                # zh-CN: 我们自己的文件：可以放心尝试
+    try:
+        torch.load(whole_path, map_location=device, weights_only=True)
+        refused = False
+    except pickle.UnpicklingError:
+        refused = True
+assert isinstance(omitted, fc_model.Network) and refused
+print("weights_only left out:", type(omitted).__name__, "loaded by the full unpickler, with a warning:")
+# zh-CN: print("省略 weights_only：完整的反序列化器加载了", type(omitted).__name__, "并给出了警告：")
+print(" ", next(w.message for w in caught if 'TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD' in str(w.message)))
+print("weights_only=True written out: refused, as it should be")
+# zh-CN: print("写明 weights_only=True：被拒绝，理应如此")
 
 # %% [markdown] lang="en"
 # ## Why it matters: a file that runs code
@@ -252,30 +288,35 @@ torch.save({'state_dict': model.state_dict(), 'extra': Payload()}, evil_path)
 print("the file asks for:", torch.serialization.get_unsafe_globals_in_checkpoint(evil_path))
 # zh-CN: print("这个文件引用的类和函数：", torch.serialization.get_unsafe_globals_in_checkpoint(evil_path))
 
+refusals = []
 try:
     torch.load(evil_path, weights_only=True)
 except pickle.UnpicklingError:
+    refusals.append('torch.load')
     print("torch.load(weights_only=True) refused the file")
     # zh-CN: print("torch.load(weights_only=True) 拒绝加载这个文件")
 try:
     checkpoint_io.load_checkpoint(evil_path)
 except checkpoint_io.CheckpointError as error:
+    refusals.append('checkpoint_io')
     print("checkpoint_io.load_checkpoint refused the file as well:")
     # zh-CN: print("checkpoint_io.load_checkpoint 同样拒绝了这个文件：")
     print(error)
 
+assert refusals == ['torch.load', 'checkpoint_io'], f"only these refused the file: {refusals}"
+# zh-CN: assert refusals == ['torch.load', 'checkpoint_io'], f"只有这些拒绝了这个文件：{refusals}"
 assert not marker.exists(), "the payload ran!"
 # zh-CN: assert not marker.exists(), "载荷被执行了！"
 print("marker file exists:", marker.exists())
 # zh-CN: print("标记文件是否存在：", marker.exists())
 
 # %% [markdown] lang="en"
-# `get_unsafe_globals_in_checkpoint` reads the file without unpickling it, so it is a safe way to look inside a suspicious file. Had we passed `weights_only=False`, `exec` would have run the code and created the marker; a real attacker's code would do something far worse. (`weights_only=True` has had bugs of its own, so keep PyTorch up to date, and prefer formats that hold no code.)
+# `get_unsafe_globals_in_checkpoint` reads the file without unpickling it, so it is a safe way to look inside a suspicious file. Had we passed `weights_only=False`, `exec` would have run the code and created the marker; a real attacker's code would do something far worse. (`weights_only=True` is a restricted unpickler, not a sandbox, and it has had security bugs of its own: lesson 1 names the two advisories and why these lessons need PyTorch 2.10 or newer. Keep PyTorch up to date, and prefer formats that hold no code.)
 
 # %% [markdown] lang="zh-CN"
 # `checkpoint_io.load_checkpoint` 的英文提示说明：这个文件除了张量和数字之外还包含 Python 对象（这里是 `builtins.exec`），所以被拒绝；反序列化这样的文件可能执行任意代码，只有文件是你自己生成的，才可以用 `weights_only=False` 加载。
 #
-# `get_unsafe_globals_in_checkpoint` 读取文件时不会进行反序列化，因此用它检查可疑文件是安全的。如果我们传入了 `weights_only=False`，`exec` 就会执行这段代码并创建标记文件；真正的攻击者执行的代码会危险得多。（`weights_only=True` 本身也出现过漏洞，所以要及时更新 PyTorch，并优先使用不包含代码的格式。）
+# `get_unsafe_globals_in_checkpoint` 读取文件时不会进行反序列化，因此用它检查可疑文件是安全的。如果我们传入了 `weights_only=False`，`exec` 就会执行这段代码并创建标记文件；真正的攻击者执行的代码会危险得多。（`weights_only=True` 是一个受限的反序列化器，而不是沙箱，它本身也出现过安全漏洞：第 1 课列出了这两份安全公告，并说明了本系列课程为什么需要 PyTorch 2.10 或更新的版本。要及时更新 PyTorch，并优先使用不包含代码的格式。）
 
 # %% [markdown] lang="en"
 # ## safetensors: weights with nothing to execute
@@ -323,12 +364,12 @@ print("rebuilt from the metadata alone:", architecture)
 # %% [markdown] lang="en"
 # ### Size and speed
 #
-# How do the formats compare on this network? We save the same `state_dict` with `torch.save` and as safetensors, and time three ways of loading it: `torch.load`, `torch.load(..., mmap=True)` (which maps the file into memory and reads tensor data only when it is used), and safetensors' `load_file`. Each is the best of several runs; the figures depend on your machine and disk cache.
+# How do the formats compare on this network? We save the same `state_dict` with `torch.save` and as safetensors, and time three ways of loading it: `torch.load`, `torch.load(..., mmap=True)` (which maps the file into memory and reads tensor data only when it is used), and safetensors' `load_file` (which builds every tensor of the file; to read only some tensors, or parts of one, open the file with `safe_open` and call `get_tensor` or `get_slice`). Each is the best of several runs; the figures depend on your machine and disk cache.
 
 # %% [markdown] lang="zh-CN"
 # ### 大小与速度
 #
-# 在这个网络上，各种格式的表现如何？我们把同一个 `state_dict` 分别用 `torch.save` 和 safetensors 保存，再比较三种加载方式的用时：`torch.load`、`torch.load(..., mmap=True)`（把文件映射到内存中，只有用到张量数据时才读取）以及 safetensors 的 `load_file`。每项结果都取多次运行中的最好成绩；具体数字取决于你的机器和磁盘缓存。
+# 在这个网络上，各种格式的表现如何？我们把同一个 `state_dict` 分别用 `torch.save` 和 safetensors 保存，再比较三种加载方式的用时：`torch.load`、`torch.load(..., mmap=True)`（把文件映射到内存中，只有用到张量数据时才读取）以及 safetensors 的 `load_file`（它会构建文件中的每一个张量；如果只想读取其中一部分张量，或者一个张量的一部分，就用 `safe_open` 打开文件，再调用 `get_tensor` 或 `get_slice`）。每项结果都取多次运行中的最好成绩；具体数字取决于你的机器和磁盘缓存。
 
 # %% tags=["nbval-ignore-output"]
 state_dict_path = model_dir / 'state_dict.pth'
@@ -358,7 +399,7 @@ for name, load in loaders.items():
     print(f"{name:24}{sizes[name].stat().st_size / 1e6:>9.2f} MB{best_time(load):>9.2f} ms")
 
 # %% [markdown] lang="en"
-# Both files are essentially the raw float32 weights (about 2.2 MB for 567,434 parameters); the formats differ in safety and in what they can hold, far more than in size. For a network this small every way of loading takes milliseconds. `mmap=True` and safetensors pay off with models of gigabytes, where they avoid reading everything into memory first.
+# Both files are essentially the raw float32 weights (567,434 parameters of 4 bytes, 2.27 MB); the formats differ in safety and in what they can hold, far more than in size. For a network this small every way of loading takes milliseconds. `mmap=True` and safetensors' `safe_open` pay off with models of gigabytes, where they avoid reading everything into memory first.
 #
 # What safetensors **cannot** hold: nesting, and values that are not tensors. A file is one flat mapping from names to tensors, plus metadata whose keys and values are strings. Adam's state from lesson 2 is made of tensors, so it could be flattened into names such as `state.0.exp_avg`; but its nesting, its hyper-parameters, the epoch, the loss and the random-number-generator states would all have to be encoded by hand (as 0-d tensors, or as strings in the metadata) and decoded again when loading. A checkpoint for resuming is simpler as a `torch.save` dictionary loaded with `weights_only=True`. So:
 #
@@ -367,10 +408,10 @@ for name, load in loaders.items():
 # | weights to share, publish or download | safetensors (architecture in the metadata) |
 # | a checkpoint to resume training | `torch.save` of a dictionary, loaded with `weights_only=True` (lesson 2) |
 # | a whole pickled model | avoid; if you must, load with `safe_globals` for known classes only |
-# | a model to deploy without its source code | `torch.export` (below); loading still needs PyTorch |
+# | a model to deploy without its source code | `torch.export` (below): loading still needs PyTorch, uses pickle (so only files you trust), and may fail on a newer PyTorch |
 
 # %% [markdown] lang="zh-CN"
-# 两个文件的内容基本上都是原始的 float32 权重（567,434 个参数，约 2.2 MB）；这些格式的差别主要在于安全性和能保存什么，而不在于大小。对这么小的网络，每种加载方式都只需几毫秒。`mmap=True` 和 safetensors 的优势要在几 GB 的大模型上才能体现：它们不必先把所有内容读进内存。
+# 两个文件的内容基本上都是原始的 float32 权重（567,434 个参数，每个 4 字节，共 2.27 MB）；这些格式的差别主要在于安全性和能保存什么，而不在于大小。对这么小的网络，每种加载方式都只需几毫秒。`mmap=True` 和 safetensors 的 `safe_open` 要在几 GB 的大模型上才能体现出优势：它们不必先把所有内容读进内存。
 #
 # safetensors **不能**保存的是：嵌套结构，以及非张量的值。一个文件就是一个从名字到张量的扁平映射，外加键和值都是字符串的元数据。第 2 课中 Adam 的状态由张量组成，因此可以展平成 `state.0.exp_avg` 这样的名字；但它的嵌套结构、超参数，以及轮数、损失和随机数生成器状态，都得手工编码（写成 0 维张量，或者写成元数据里的字符串），加载时再解码回来。用于恢复训练的检查点，还是用 `torch.save` 保存字典、再用 `weights_only=True` 加载更简单。因此：
 #
@@ -379,7 +420,7 @@ for name, load in loaders.items():
 # | 用于分享、发布或下载的权重 | safetensors（架构写入元数据） |
 # | 用于恢复训练的检查点 | 用 `torch.save` 保存字典，用 `weights_only=True` 加载（第 2 课） |
 # | 用 pickle 保存的完整模型 | 尽量避免；如果必须使用，只对已知的类用 `safe_globals` 放行 |
-# | 部署时不附带源代码的模型 | `torch.export`（见下文）；加载时仍然需要 PyTorch |
+# | 部署时不附带源代码的模型 | `torch.export`（见下文）：加载时仍然需要 PyTorch，会用到 pickle（所以只加载你信任的文件），而且在较新版本的 PyTorch 中可能无法加载 |
 
 # %% [markdown] lang="en"
 # ## Exporting for deployment: `torch.export`
@@ -403,10 +444,14 @@ torch.export.save(exported, export_path)
 print(f"{export_path.name}: {export_path.stat().st_size / 1e6:.2f} MB")
 
 # %% [markdown] lang="en"
-# Loading a `.pt2` file still needs Python and PyTorch (`torch.export.load`); what it no longer needs is the source code of the model's classes. (Running with no Python at all is a further step, AOTInductor, beyond this lesson.) To show that the file needs no `fc_model`, we load it in a separate Python process that never imports it, predict the test batch there, and compare with the trained network here. The child process checks that `fc_model` was not imported. Like a pickle, a `.pt2` file should come from a source you trust: load only files you or your team exported.
+# Loading a `.pt2` file still needs Python and PyTorch (`torch.export.load`); what it no longer needs is the source code of the model's classes. (Running with no Python at all is a further step, AOTInductor, beyond this lesson.) To show that the file needs no `fc_model`, we load it in a separate Python process that never imports it, predict the test batch there, and compare with the trained network here. The child process checks that `fc_model` was not imported.
+#
+# Two warnings come with `.pt2` files. First, `torch.export.load` unpickles parts of the file, some of them with `weights_only=False` inside PyTorch, and its documentation says never to load data from an untrusted source: a `.pt2` file from a stranger is as dangerous as any pickle, so load only files you or your team exported. Second, `torch.export.save` warns that saved files may not be usable in newer versions of PyTorch: keep the model's weights (as safetensors) and the code that exports it, so you can export again after an upgrade.
 
 # %% [markdown] lang="zh-CN"
-# 加载 `.pt2` 文件仍然需要 Python 和 PyTorch（`torch.export.load`）；它不再需要的，是模型各个类的源代码。（完全不依赖 Python 的运行方式是更进一步的 AOTInductor，不在本课范围之内。）为了证明这个文件不需要 `fc_model`，我们在一个从不导入它的独立 Python 进程中加载它，在那里对这批测试图像做预测，再与这里训练好的网络比较。子进程会检查 `fc_model` 确实没有被导入。和 pickle 一样，`.pt2` 文件也应当来自可信的来源：只加载你自己或你的团队导出的文件。
+# 加载 `.pt2` 文件仍然需要 Python 和 PyTorch（`torch.export.load`）；它不再需要的，是模型各个类的源代码。（完全不依赖 Python 的运行方式是更进一步的 AOTInductor，不在本课范围之内。）为了证明这个文件不需要 `fc_model`，我们在一个从不导入它的独立 Python 进程中加载它，在那里对这批测试图像做预测，再与这里训练好的网络比较。子进程会检查 `fc_model` 确实没有被导入。
+#
+# 使用 `.pt2` 文件有两点需要警惕。第一，`torch.export.load` 会反序列化文件中的一些部分，PyTorch 内部对其中一部分使用的是 `weights_only=False`，该函数的文档也明确说明绝不要加载来源不可信的数据：来自陌生人的 `.pt2` 文件和任何 pickle 文件一样危险，所以只加载你自己或你的团队导出的文件。第二，`torch.export.save` 的文档警告，保存的文件在较新版本的 PyTorch 中可能无法使用：请保留模型的权重（保存为 safetensors）和导出它的代码，这样升级之后可以重新导出。
 
 # %%
 torch.save(example, model_dir / 'example_images.pt')
@@ -434,15 +479,15 @@ print("the exported program predicts the same classes for all", len(example), "i
 # ## Summary
 #
 # - `torch.save(model)` stores references to classes, not code: the file breaks when the code moves, and `torch.load` refuses it by default. If you must load one, allow exactly its known classes with `torch.serialization.safe_globals` (or, process-wide, `add_safe_globals`).
-# - Unpickling can run arbitrary code. Never use `weights_only=False` on a file you did not make yourself; inspect suspicious files with `get_unsafe_globals_in_checkpoint`.
-# - Share weights as safetensors, with the architecture in the metadata; keep `torch.save` dictionaries for training checkpoints; use `torch.export` to deploy a model without its source code (loading the `.pt2` file still needs PyTorch).
+# - Unpickling can run arbitrary code. Never use `weights_only=False` on a file you did not make yourself, and write `weights_only=True` out, since an environment variable can turn the default off; inspect suspicious files with `get_unsafe_globals_in_checkpoint`.
+# - Share weights as safetensors, with the architecture in the metadata; keep `torch.save` dictionaries for training checkpoints; use `torch.export` to deploy a model without its source code (loading the `.pt2` file still needs PyTorch, unpickles parts of the file, so only for files you trust, and may fail on a newer PyTorch).
 
 # %% [markdown] lang="zh-CN"
 # ## 小结
 #
 # - `torch.save(model)` 保存的是类的引用而不是代码：代码一移动，文件就会失效，而且 `torch.load` 默认拒绝加载它。如果必须加载，用 `torch.serialization.safe_globals`（或者作用于整个进程的 `add_safe_globals`）只放行它需要的已知类。
-# - 反序列化可以执行任意代码。对于不是你自己生成的文件，绝不要使用 `weights_only=False`；可以用 `get_unsafe_globals_in_checkpoint` 检查可疑文件。
-# - 用 safetensors 分享权重，并把架构写入元数据；训练检查点用 `torch.save` 保存字典；部署不附带源代码的模型时用 `torch.export`（加载 `.pt2` 文件仍然需要 PyTorch）。
+# - 反序列化可以执行任意代码。对于不是你自己生成的文件，绝不要使用 `weights_only=False`；要写明 `weights_only=True`，因为一个环境变量就能关掉默认值；可以用 `get_unsafe_globals_in_checkpoint` 检查可疑文件。
+# - 用 safetensors 分享权重，并把架构写入元数据；训练检查点用 `torch.save` 保存字典；部署不附带源代码的模型时用 `torch.export`（加载 `.pt2` 文件仍然需要 PyTorch，而且会反序列化文件中的部分内容，所以只加载你信任的文件；在较新版本的 PyTorch 中它也可能无法加载）。
 
 # %% [markdown] lang="en"
 # ## Exercises

@@ -22,7 +22,7 @@
 # %% [markdown] lang="en"
 # # Distributed Checkpoints
 #
-# When training outgrows one process, `torch.save` of one state dict stops working. With sharded training (FSDP), no process holds the whole model: each one keeps only its own piece of every parameter. And even when one could gather everything, writing a large model through a single process is slow.
+# When training outgrows one process, one `torch.save` file of the whole state stops being a good way to checkpoint it. With sharded training (FSDP), no process holds the whole model: each one keeps only its own piece of every parameter. You *can* still gather everything on rank 0 and `torch.save` it (`get_state_dict` with `StateDictOptions(full_state_dict=True, cpu_offload=True)`; this lesson's `gather` command does exactly that), but rank 0 then needs memory for the whole model and optimizer state, writing it through a single process is slow, and the file has to be split up again to train on any number of processes.
 #
 # PyTorch's answer is `torch.distributed.checkpoint` (DCP): every process (every *rank*) writes the pieces it holds, in parallel, into one checkpoint *folder*, and the folder can later be loaded by a *different* number of processes. In this lesson you will, on the CPU, with real processes:
 #
@@ -36,7 +36,7 @@
 # %% [markdown] lang="zh-CN"
 # # 分布式检查点
 #
-# 当训练规模超出一个进程的能力时，用 `torch.save` 保存一个状态字典的做法就行不通了。在分片训练（FSDP）中，没有哪个进程持有完整的模型：每个进程只保存每个参数中属于自己的那一片。而且，即使能把所有参数收集到一起，由单个进程写出一个大模型也很慢。
+# 当训练规模超出一个进程的能力时，把全部状态用 `torch.save` 存成一个文件就不再是保存检查点的好办法了。在分片训练（FSDP）中，没有哪个进程持有完整的模型：每个进程只保存每个参数中属于自己的那一片。当然，仍然*可以*把所有内容收集到 rank 0 上再用 `torch.save` 保存（调用 `get_state_dict` 时传入 `StateDictOptions(full_state_dict=True, cpu_offload=True)`，本课脚本的 `gather` 命令正是这样做的），但这样一来，rank 0 需要能装下整个模型和优化器状态的内存，由单个进程写出也很慢，而且要在任意数量的进程上接着训练时，还得把这个文件重新切分。
 #
 # PyTorch 给出的解决办法是 `torch.distributed.checkpoint`（DCP）：每个进程（每个 *rank*）并行地把自己持有的分片写进同一个检查点*目录*，之后还可以用*不同*数量的进程加载这个目录。在这节课里，你将在 CPU 上用真实的进程完成以下几件事：
 #
@@ -144,10 +144,10 @@ print(f"{world_size} processes on {device}, {total_steps} steps, a checkpoint ev
 print(inspect.getsource(fsdp_training.sharded_model))
 
 # %% [markdown] lang="en"
-# Second, what a checkpoint holds. DCP saves whatever implements `state_dict` and `load_state_dict` (the `Stateful` protocol). `get_state_dict` returns the model's and the optimizer's state with the keys of an unwrapped model (`hidden_layers.0.weight`), but as the sharded tensors each rank holds. Beside them go the training progress and each rank's random-number-generator state, under that rank's own key, because every rank draws its own dropout masks:
+# Second, what a checkpoint holds. DCP saves whatever implements `state_dict` and `load_state_dict` (the `Stateful` protocol). `get_state_dict` returns the model's and the optimizer's state with the keys of an unwrapped model (`hidden_layers.0.weight`), but as the sharded tensors each rank holds. Beside them go the training progress and each rank's random-number-generator state, under that rank's own key. Every rank draws its own dropout masks, and when several ranks save a value under the same key, DCP keeps only one of them (it removes duplicates when it plans the save), so values that differ from rank to rank need keys of their own:
 
 # %% [markdown] lang="zh-CN"
-# 其次是检查点里保存了什么。凡是实现了 `state_dict` 和 `load_state_dict`（即 `Stateful` 协议）的对象，DCP 都可以保存。`get_state_dict` 返回模型和优化器的状态，键名与未经包装的模型相同（`hidden_layers.0.weight`），值却是各个 rank 持有的分片张量。和它们一起保存的还有训练进度，以及每个 rank 的随机数生成器状态；后者放在各个 rank 自己的键下，因为每个 rank 抽取的 dropout 掩码各不相同：
+# 其次是检查点里保存了什么。凡是实现了 `state_dict` 和 `load_state_dict`（即 `Stateful` 协议）的对象，DCP 都可以保存。`get_state_dict` 返回模型和优化器的状态，键名与未经包装的模型相同（`hidden_layers.0.weight`），值却是各个 rank 持有的分片张量。和它们一起保存的还有训练进度，以及每个 rank 的随机数生成器状态；后者放在各个 rank 自己的键下。每个 rank 抽取的 dropout 掩码各不相同，而几个 rank 在同一个键下保存值时，DCP 只保留其中一个（它在规划保存时会去掉重复的条目），所以因 rank 而异的值必须各有各的键：
 
 # %%
 print(inspect.getsource(fsdp_training.AppState))
@@ -164,12 +164,12 @@ print(inspect.getsource(fsdp_training.Saver.save))
 # %% [markdown] lang="en"
 # ## 2. Training on several processes
 #
-# `torchrun` starts one process per rank, gives each the variables that `init_process_group` reads (`RANK`, `WORLD_SIZE`, `MASTER_ADDR`, ...), watches them, and stops them all if one fails. `launching.torchrun` runs it with this notebook's own Python, without shell commands:
+# `torchrun` starts one process per rank, gives each the variables that `init_process_group` reads (`RANK`, `WORLD_SIZE`, `MASTER_ADDR`, `MASTER_PORT`) and `LOCAL_RANK`, which the script reads itself to pick its GPU (section 10), watches them, and stops them all if one fails. `launching.torchrun` runs it with this notebook's own Python, without shell commands:
 
 # %% [markdown] lang="zh-CN"
 # ## 2. 在多个进程上训练
 #
-# `torchrun` 为每个 rank 启动一个进程，为每个进程设置 `init_process_group` 要读取的环境变量（`RANK`、`WORLD_SIZE`、`MASTER_ADDR` 等），监视这些进程，并在其中一个失败时把它们全部停掉。`launching.torchrun` 用这个 notebook 自己的 Python 解释器运行它，不需要 shell 命令：
+# `torchrun` 为每个 rank 启动一个进程，为每个进程设置 `init_process_group` 要读取的环境变量（`RANK`、`WORLD_SIZE`、`MASTER_ADDR`、`MASTER_PORT`），以及由脚本自己读取、用来选择 GPU 的 `LOCAL_RANK`（见第 10 节），监视这些进程，并在其中一个失败时把它们全部停掉。`launching.torchrun` 用这个 notebook 自己的 Python 解释器运行它，不需要 shell 命令：
 
 # %%
 common = ["--data-dir", data_dir, "--device", device, "--seed", seed, "--epochs", epochs,
@@ -187,14 +187,14 @@ print(run.stdout)
 #
 # ## 3. What is in a checkpoint folder
 #
-# One file per rank, `__0_0.distcp` and `__1_0.distcp`, holds the pieces that rank saved. There is no single file with the whole model. The `.metadata` file, written by rank 0 once every rank has finished, is the table of contents: for every tensor, its full shape, and which rows are where.
+# With `FileSystemWriter`'s defaults (`single_file_per_rank=True`, `thread_count=1`), each rank writes one file, `__0_0.distcp` and `__1_0.distcp`, with the pieces it saved; with `thread_count=4` each rank would write 4 files, and with `single_file_per_rank=False` one file per tensor. There is no single file with the whole model. The `.metadata` file, written by rank 0 once every rank has finished, is the table of contents: for every tensor, its full shape, and which rows are where.
 
 # %% [markdown] lang="zh-CN"
 # `hidden_layers.0.weight` 是一个 `DTensor`：它的形状是完整的 (512, 784)，但每个 rank 只存储属于自己的几行（`Shard(dim=0)`），其余部分只在这一层运行时才临时收集过来。
 #
 # ## 3. 检查点目录里有什么
 #
-# 每个 rank 一个文件（`__0_0.distcp` 和 `__1_0.distcp`），保存这个 rank 写出的分片。没有任何一个文件包含完整模型。`.metadata` 文件由 rank 0 在所有 rank 都写完之后写出，它相当于一份索引：记录了每个张量的完整形状，以及哪几行保存在哪里。
+# 在 `FileSystemWriter` 的默认设置下（`single_file_per_rank=True`、`thread_count=1`），每个 rank 写出一个文件（`__0_0.distcp` 和 `__1_0.distcp`），保存这个 rank 写出的分片；如果设 `thread_count=4`，每个 rank 会写出 4 个文件，设 `single_file_per_rank=False` 则每个张量一个文件。没有任何一个文件包含完整模型。`.metadata` 文件由 rank 0 在所有 rank 都写完之后写出，它相当于一份索引：记录了每个张量的完整形状，以及哪几行保存在哪里。
 
 # %% tags=["nbval-ignore-output"]
 latest = distributed_checkpoints.latest_checkpoint(uninterrupted_dir)
@@ -229,12 +229,12 @@ assert len(entry.chunks) == world_size
 # %% [markdown] lang="en"
 # ## 4. Killed while saving
 #
-# A process can die at any moment: a crash, the out-of-memory killer, a preempted cloud machine. The worst moment is in the middle of a save. We run the same training again in a new folder, and the script's `--kill-while-saving` option makes the last rank kill itself (`SIGKILL`, which cannot be caught) right after writing its shards of checkpoint 20, before the checkpoint is complete. `torchrun` then stops the other rank, and the run fails.
+# A process can die at any moment: a crash, the out-of-memory killer, a preempted cloud machine. The worst moment is in the middle of a save. We run the same training again in a new folder, and the script's `--kill-while-saving` option makes the last rank kill itself (`SIGKILL`, which cannot be caught) right after writing its shards of checkpoint 20, before the checkpoint is complete. `torchrun` then stops the other rank, and the run fails. Windows has no `SIGKILL`: there the script sends `SIGTERM` with `os.kill`, which on Windows ends the process at once with `TerminateProcess`, just as impossible to catch (`fsdp_training.kill_signal`).
 
 # %% [markdown] lang="zh-CN"
 # ## 4. 在保存时被杀掉
 #
-# 进程随时可能死掉：程序崩溃、内存不足时被系统杀掉、云上的机器被抢占。最糟糕的时刻是在保存的过程中。我们在一个新目录中再运行一次同样的训练，脚本的 `--kill-while-saving` 选项会让最后一个 rank 刚写完第 20 步检查点中属于自己的分片、检查点还没有完成时，就把自己杀掉（`SIGKILL`，这个信号无法被捕获）。随后 `torchrun` 会停掉另一个 rank，这次训练以失败告终。
+# 进程随时可能死掉：程序崩溃、内存不足时被系统杀掉、云上的机器被抢占。最糟糕的时刻是在保存的过程中。我们在一个新目录中再运行一次同样的训练，脚本的 `--kill-while-saving` 选项会让最后一个 rank 刚写完第 20 步检查点中属于自己的分片、检查点还没有完成时，就把自己杀掉（`SIGKILL`，这个信号无法被捕获）。随后 `torchrun` 会停掉另一个 rank，这次训练以失败告终。Windows 没有 `SIGKILL`：在那里，脚本用 `os.kill` 发送 `SIGTERM`，而 Windows 上的 `os.kill` 会通过 `TerminateProcess` 立即结束进程，同样无法被捕获（见 `fsdp_training.kill_signal`）。
 
 # %%
 killed = launching.torchrun(
@@ -248,12 +248,12 @@ print("exit status:", killed.returncode)
 assert killed.returncode != 0
 
 # %% [markdown] lang="en"
-# The folder of step 20 exists, with the shards that both ranks wrote, but without `.metadata`: rank 0 was waiting for the killed rank before writing it. `latest` still names the previous checkpoint, so nothing points to the broken folder, and loading it directly fails with a clear message:
+# The folder of step 20 exists, with the shards written before the kill (the killed rank's; rank 0's too if it finished writing before `torchrun` stopped it), but without `.metadata`: rank 0 was waiting for the killed rank before writing it. `latest` still names the previous checkpoint, so nothing points to the broken folder, and loading it directly fails with a clear message:
 
 # %% [markdown] lang="zh-CN"
-# 这一行说明，最后一个 rank 把自己的分片写进第 20 步的目录之后，在检查点完成之前被 `SIGKILL` 杀掉了。
+# 这一行说明，最后一个 rank 把自己的分片写进第 20 步的目录之后，在检查点完成之前被杀掉了（Linux 和 macOS 上用的是 `SIGKILL`，Windows 上是 `SIGTERM`）。
 #
-# 第 20 步的目录已经存在，里面有两个 rank 写出的分片，但没有 `.metadata`：rank 0 在写出它之前要等待被杀掉的那个 rank。`latest` 仍然指向上一个检查点，所以没有任何东西指向这个残缺的目录；如果直接加载它，会得到一条清楚的错误信息：
+# 第 20 步的目录已经存在，里面有被杀掉之前写出的分片（被杀掉的那个 rank 的分片；如果 rank 0 在 `torchrun` 停掉它之前已经写完，也有它的分片），但没有 `.metadata`：rank 0 在写出它之前要等待被杀掉的那个 rank。`latest` 仍然指向上一个检查点，所以没有任何东西指向这个残缺的目录；如果直接加载它，会得到一条清楚的错误信息：
 
 # %%
 broken = distributed_checkpoints.step_folder(resumed_dir, kill_step)
@@ -369,7 +369,7 @@ assert same
 # %% [markdown] lang="en"
 # ## 7. Saving without stopping: `async_save`
 #
-# `dcp.save` blocks training until every file is written. `dcp.async_save` only blocks while it copies the state into memory, then writes the files in a background thread while training goes on; its future says when the checkpoint is complete, and only then may it become the latest (`Saver.finish`). It needs memory for that copy, and the background writes use a process group of their own. `benchmarks/dcp_save_blocking.py` measures how long training is blocked with each, for a larger model; the README gives the figures.
+# `dcp.save` blocks training until every file is written. `dcp.async_save`, which PyTorch documents as experimental and subject to change, only blocks while it copies the state into memory, then writes the files in a background thread while training goes on; its future says when the checkpoint is complete, and only then may it become the latest (`Saver.finish`). It needs memory for that copy. It coordinates the ranks over the process group it is given (the default one otherwise); the script gives it a `gloo` group of its own (`Saver.__init__`), so that the background thread's messages never mix with the training's, and because `async_save` needs a CPU backend, which an `nccl` group does not have. `benchmarks/dcp_save_blocking.py` measures how long training is blocked with each, for a larger model; the README gives the figures.
 #
 # ## 8. One ordinary file
 #
@@ -378,7 +378,7 @@ assert same
 # %% [markdown] lang="zh-CN"
 # ## 7. 保存时不停下训练：`async_save`
 #
-# `dcp.save` 会阻塞训练，直到所有文件都写完。`dcp.async_save` 只在把状态复制到内存时阻塞训练，随后在后台线程中写文件，训练同时继续进行；它返回的 future 会告诉我们检查点何时完成，只有到那时它才能成为最新的检查点（`Saver.finish`）。这个副本需要额外的内存，而且后台写入使用一个单独的进程组。`benchmarks/dcp_save_blocking.py` 用一个更大的模型测量了两种方式各让训练阻塞多久，具体数字见 README。
+# `dcp.save` 会阻塞训练，直到所有文件都写完。`dcp.async_save`（PyTorch 的文档称它为实验性功能，今后可能改变）只在把状态复制到内存时阻塞训练，随后在后台线程中写文件，训练同时继续进行；它返回的 future 会告诉我们检查点何时完成，只有到那时它才能成为最新的检查点（`Saver.finish`）。这个副本需要额外的内存。它通过传给它的进程组（没有传入时用默认进程组）协调各个 rank；本课脚本专门给它一个单独的 `gloo` 进程组（见 `Saver.__init__`），一是让后台线程的通信不会和训练的通信混在一起，二是 `async_save` 需要一个 CPU 后端，而 `nccl` 进程组没有。`benchmarks/dcp_save_blocking.py` 用一个更大的模型测量了两种方式各让训练阻塞多久，具体数字见 README。
 #
 # ## 8. 一个普通文件
 #
@@ -462,21 +462,43 @@ except CheckpointError as error:
     print("CheckpointError:", error)
 
 # %% [markdown] lang="en"
+# The allowlist holds exact names (`torch.distributed.checkpoint.metadata` and `Metadata`, ...), never a whole module: with pickle protocol 4 a name may contain dots, and a module that imports `os` would otherwise hand out `os.system`. But a `.metadata` that runs no code can still lie: it says which file, offset and length hold each piece, and DCP believes it. So `check_metadata` also checks that every piece lies in a shard file *inside* the folder, that the pieces of each tensor cover it exactly, and that no tensor is larger than the bytes that hold it; `distributed_checkpoints.load` reads through `CheckedReader`, which loads nothing else. Here is our own checkpoint, copied, with one piece pointed at a file outside the folder:
+
+# %% [markdown] lang="zh-CN"
+# 这条英文错误信息说明：`builtins.print` 不属于检查点的元数据，所以这个 `.metadata` 被拒绝；只应加载来自可信来源的检查点，这个目录可能试图执行代码。
+#
+# 放行清单中列的是确切的名字（`torch.distributed.checkpoint.metadata` 和 `Metadata` 等），而从不放行整个模块：在 pickle 协议 4 中，名字可以带点号，否则一个导入了 `os` 的模块就能交出 `os.system`。不过，一个不执行任何代码的 `.metadata` 仍然可能说谎：它写明了每个分片存放在哪个文件中、从哪个偏移量开始、有多长，而 DCP 对此深信不疑。所以 `check_metadata` 还要检查：每个分片都位于目录*之内*的某个分片文件中，每个张量的各个分片恰好把它完整覆盖，而且没有哪个张量比存放它的字节还大；`distributed_checkpoints.load` 通过 `CheckedReader` 读取，除此之外什么都不加载。下面把我们自己的检查点复制一份，并让其中一个分片指向目录之外的文件：
+
+# %%
+forged = checkpoint_dir / "forged"
+shutil.copytree(latest, forged, dirs_exist_ok=True)
+lying = distributed_checkpoints.check_metadata(forged)  # our own folder, checked
+                                                         # zh-CN: 我们自己的目录，经过检查
+next(iter(lying.storage_data.values())).relative_path = "../outside.distcp"
+(forged / ".metadata").write_bytes(pickle.dumps(lying))
+try:
+    distributed_checkpoints.check_metadata(forged)
+except CheckpointError as error:
+    print("check_metadata refused the forged folder:")
+    # zh-CN: print("check_metadata 拒绝了这个伪造的目录：")
+    print("CheckpointError:", error)
+
+# %% [markdown] lang="en"
 # ## 10. On GPUs
 #
 # With `device = "cuda"`, each rank takes the GPU of its `LOCAL_RANK` and the processes talk through `nccl`; the checkpoint folder is the same, and the `gather` command loads it on CPU processes (`gloo`), so a checkpoint saved by GPUs can be inspected and converted on any machine. NCCL needs one GPU per process: on a machine with a single GPU (Colab, a laptop), use `world_size = 1`, which still shows saving, killing and resuming but shards nothing, or keep `device = "cpu"` to see real shards. On GPUs the resumed run is very close to, but not always bit-identical with, the uninterrupted one (section 5).
 #
 # ## Summary
 #
-# - With sharded training no process holds the whole model: `dcp.save` has every rank write its own pieces into one folder, and `.metadata`, written last, says where each piece is.
+# - With sharded training no process holds the whole model: `dcp.save` has every rank write its own pieces into one folder, and `.metadata`, written last, says where each piece is. Gathering everything into one `torch.save` file on rank 0 also works, at the cost of rank 0's memory and time.
 # - Save into a new step folder and point `latest` at it only when the save is complete; a process killed while saving then costs only the steps since the previous checkpoint. Keep the last few folders.
 # - Save each rank's generator state under its own key beside the model, the optimizer and the progress: resuming with the same number of processes then continues exactly, on the CPU bit for bit.
 # - DCP reshards on load: the same folder loads on 1 process, on 3, or into an ordinary model.
 # - `dcp_to_torch_save` (here `to_single_file`) turns the folder into one file for `torch.load(weights_only=True)`; `torch_save_to_dcp` (here `from_single_file`) goes back.
-# - DCP's own loaders unpickle without restriction: load only folders you trust, or check them first.
+# - DCP's own loaders unpickle without restriction and believe what `.metadata` says about files and sizes: load only folders you trust, or read them through checks such as `check_metadata` and `CheckedReader`.
 
 # %% [markdown] lang="zh-CN"
-# 这条英文错误信息说明：`builtins.print` 不属于检查点的元数据，所以这个 `.metadata` 被拒绝；只应加载来自可信来源的检查点，这个目录可能试图执行代码。
+# 这条英文错误信息说明：`.metadata` 声称某一项数据存放在 `../outside.distcp` 中，而这不是目录之内的文件名，所以这个 `.metadata` 被判定为损坏或伪造；只应加载来自可信来源的检查点。
 #
 # ## 10. 在 GPU 上
 #
@@ -484,12 +506,12 @@ except CheckpointError as error:
 #
 # ## 小结
 #
-# - 在分片训练中，没有哪个进程持有完整的模型：`dcp.save` 让每个 rank 把自己的分片写进同一个目录，最后写出的 `.metadata` 记录每个分片的位置。
+# - 在分片训练中，没有哪个进程持有完整的模型：`dcp.save` 让每个 rank 把自己的分片写进同一个目录，最后写出的 `.metadata` 记录每个分片的位置。把所有内容收集到 rank 0 上存成一个 `torch.save` 文件也可以，代价是 rank 0 的内存和时间。
 # - 每次保存到一个新的步骤目录，只有在保存完成后才让 `latest` 指向它；这样，即使进程在保存时被杀掉，损失的也只是上一个检查点之后的那些步骤。只保留最近的几个目录。
 # - 把每个 rank 的随机数生成器状态放在它自己的键下，与模型、优化器和训练进度一起保存：这样用相同的进程数恢复训练就能精确地接着训练，在 CPU 上逐位相同。
 # - DCP 在加载时重新分片：同一个目录可以用 1 个进程、3 个进程加载，也可以加载进普通的模型。
 # - `dcp_to_torch_save`（这里是 `to_single_file`）把目录转换成一个文件，供 `torch.load(weights_only=True)` 读取；`torch_save_to_dcp`（这里是 `from_single_file`）则反过来转换。
-# - DCP 自带的加载函数会不加限制地反序列化：只加载你信任的目录，或者先检查它们。
+# - DCP 自带的加载函数会不加限制地反序列化，并且相信 `.metadata` 关于文件和大小的一切说法：只加载你信任的目录，或者通过 `check_metadata` 和 `CheckedReader` 这样的检查来读取它们。
 
 # %% [markdown] lang="en"
 # ## Exercises

@@ -6,7 +6,8 @@ from pathlib import Path
 import matplotlib
 import pytest
 import torch
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, event, settings
+from hypothesis import strategies as st
 from torchvision import datasets, transforms
 
 matplotlib.use("Agg")
@@ -18,6 +19,18 @@ DATA_DIR = os.environ.get("FASHION_MNIST_ROOT", helper.DEFAULT_DATA_DIR)
 TRANSFORM = transforms.Compose([transforms.ToTensor(), transforms.Normalize((0.5,), (0.5,))])
 
 
+def bits(tensor):
+    """The bytes of a tensor's elements: a comparison that works for every dtype (torch.equal
+    does not handle bits8, uint1 or quantized tensors)."""
+    tensor = tensor.detach().cpu()
+    if tensor.numel() == 0:
+        return b""
+    try:
+        return tensor.reshape(-1).view(torch.uint8).numpy().tobytes()
+    except (RuntimeError, TypeError, NotImplementedError):  # bits8, uint1, quantized...
+        return bytes(tensor.contiguous().untyped_storage())
+
+
 def assert_identical(actual, expected, where="the value"):
     """Nested dicts (an OrderedDict counts as a dict), lists and tuples of tensors and plain
     values, equal bit for bit (a tensor's dtype and shape included); the message names the
@@ -25,7 +38,7 @@ def assert_identical(actual, expected, where="the value"):
     kinds = [dict if isinstance(value, dict) else type(value) for value in (actual, expected)]
     assert kinds[0] is kinds[1], f"{where}: {kinds[0].__name__} != {kinds[1].__name__}"
     if isinstance(expected, dict):
-        assert actual.keys() == expected.keys(), f"{where}: keys differ, {sorted(actual.keys() ^ expected.keys())}"
+        assert actual.keys() == expected.keys(), f"{where}: keys differ, {sorted(map(str, actual.keys() ^ expected.keys()))}"
         for key in expected:
             assert_identical(actual[key], expected[key], f"{where}[{key!r}]")
     elif isinstance(expected, (list, tuple)):
@@ -33,9 +46,34 @@ def assert_identical(actual, expected, where="the value"):
         for index, (a, b) in enumerate(zip(actual, expected)):
             assert_identical(a, b, f"{where}[{index}]")
     elif isinstance(expected, torch.Tensor):
-        assert actual.dtype == expected.dtype and torch.equal(actual, expected), f"{where} differs"
+        assert actual.dtype == expected.dtype and actual.shape == expected.shape \
+            and bits(actual) == bits(expected), f"{where} differs"
     else:
         assert actual == expected, f"{where}: {actual!r} != {expected!r}"
+
+
+def damage(draw, data, sources):
+    """Hypothesis: ``data`` (bytes) with bytes flipped, cut off, inserted, appended or replaced
+    by a piece of one of ``sources`` (a dict of bytes)."""
+    data = bytearray(data)
+    how = draw(st.sampled_from(["flip", "cut", "insert", "splice", "append"]))
+    if how == "flip":
+        for position in draw(st.lists(st.integers(0, len(data) - 1), min_size=1, max_size=8)):
+            data[position] ^= draw(st.integers(1, 255))
+    elif how == "cut":
+        data = data[:draw(st.integers(0, len(data) - 1))]
+    elif how == "insert":
+        position = draw(st.integers(0, len(data)))
+        data[position:position] = draw(st.binary(min_size=1, max_size=64))
+    elif how == "append":
+        data += draw(st.binary(min_size=1, max_size=64))
+    else:  # a piece of another file in place of a piece of this one
+        other = sources[draw(st.sampled_from(sorted(sources)))]
+        start, length = draw(st.integers(0, len(data) - 1)), draw(st.integers(1, 256))
+        source = draw(st.integers(0, len(other) - 1))
+        data[start:start + length] = other[source:source + length]
+    event(f"damage: {how}")
+    return bytes(data)
 
 
 @pytest.fixture(scope="session")

@@ -1,5 +1,7 @@
 """Checkpoint files: atomic saving, safe loading with clear errors, exact resume."""
 
+import errno
+import os
 import pathlib
 import random
 import signal
@@ -93,6 +95,34 @@ def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):
         file.write(b"new")
     assert target.read_bytes() == b"new"
     assert oct(target.stat().st_mode & 0o777) == "0o644"
+
+
+@pytest.mark.parametrize("name", ["c" * 247 + ".pt", "检查点" * 27 + ".pt"],
+                         ids=["250 characters", "246 bytes of Chinese"])
+def test_a_long_file_name_can_be_saved(tmp_path, trained, name):
+    """The temporary file's name is built from the file's, which may take up the 255 bytes
+    a file name may have: it is cut short."""
+    model, optimizer, _ = trained
+    checkpoint_io.save_checkpoint(tmp_path / name, model, optimizer)
+    assert checkpoint_io.load_checkpoint(tmp_path / name)["architecture"] == model.architecture
+
+
+def test_a_folder_that_cannot_be_opened_does_not_fail_a_save(tmp_path, trained, monkeypatch):
+    """As on Windows, where opening a folder raises PermissionError: the file is replaced and
+    its data on disk by then, so syncing the folder is left out."""
+    model, optimizer, _ = trained
+    real_open = os.open
+
+    def open_no_folder(path, flags, *args, **kwargs):
+        if os.path.isdir(path):
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return real_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", open_no_folder)
+    checkpoint_io.save_checkpoint(tmp_path / "saved.pt", model, optimizer)
+    monkeypatch.undo()
+    assert_same(checkpoint_io.load_checkpoint(tmp_path / "saved.pt")["model_state_dict"],
+                model.state_dict())
 
 
 # --------------------------------------------------------------------------- other kinds

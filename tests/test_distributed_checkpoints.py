@@ -110,7 +110,7 @@ def test_metadata_of_a_real_checkpoint_passes(tmp_path):
 
 @pytest.mark.parametrize("content, message", [
     (None, "no .metadata"),
-    (b"\x80\x04\x95", "damaged or not DCP metadata"),
+    (b"\x80\x04\x95", "damaged or not a pickle"),
     (pickle.dumps({"state_dict_metadata": {}}), "holds a dict"),
     (pickle.dumps(Payload()), "builtins.exec is not part of a checkpoint's metadata"),
 ], ids=["missing", "truncated", "foreign", "hostile"])

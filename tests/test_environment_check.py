@@ -3,9 +3,12 @@ gets its own message with what to do."""
 
 import gzip
 import importlib
+import os
 import shutil
 import subprocess
 import sys
+
+import pytest
 
 import environment_check
 import helper
@@ -29,6 +32,53 @@ def test_the_command_passes_on_a_ready_machine(data_dir):
     assert not [line for line in lines if line.startswith("✗ ")]
     assert lines[-1] == "Everything is ready for the lessons."
     assert 'device="auto" picks cpu' in result.stdout or 'device="auto" picks cuda' in result.stdout
+
+
+def check_in_subprocess(data_dir, language, **environment):
+    """``python -m environment_check`` with these environment variables; the finished process."""
+    return subprocess.run([sys.executable, "-m", "environment_check", "--language", language,
+                           "--data-dir", os.path.expanduser(data_dir)],
+                          capture_output=True, env={**os.environ, **environment}, timeout=120)
+
+
+def test_the_check_writes_nothing_in_the_home_folder(tmp_path, data_dir, monkeypatch):
+    """An empty home folder, as on a fresh machine, where Jupyter, IPython and the caches
+    have their default folders: the check leaves it empty."""
+    for name in list(os.environ):
+        if name.startswith(("XDG_", "JUPYTER_", "IPYTHON", "MPLCONFIGDIR")):
+            monkeypatch.delenv(name)
+    home = tmp_path / "home"
+    home.mkdir()
+    result = check_in_subprocess(data_dir, "en", HOME=str(home))
+    assert "✓ Jupyter kernel python3" in result.stdout.decode(), result.stdout.decode()
+    assert list(home.rglob("*")) == []
+
+
+@pytest.mark.parametrize("encoding, language, first, last", [
+    ("cp1252", "en", "OK saving-loading-pytorch-lessons", "Everything is ready for the lessons."),
+    ("cp1252", "zh-CN", "Note: this output (encoding cp1252) cannot show Chinese, so the lines it "
+                        "cannot show are in English. For the whole report in Chinese, run "
+                        "`python -X utf8 -m environment_check --language zh-CN`.",
+     "Everything is ready for the lessons."),
+    ("gbk", "zh-CN", "OK 已安装 saving-loading-pytorch-lessons", "一切就绪，可以开始上课了。"),
+], ids=["cp1252-en", "cp1252-zh-CN", "gbk-zh-CN"])
+def test_the_report_prints_on_any_output(encoding, language, first, last, data_dir):
+    """Windows writes redirected output in its code page: cp1252 has neither ✓ nor Chinese,
+    cp936 (gbk) has Chinese but not ✓."""
+    result = check_in_subprocess(data_dir, language, PYTHONIOENCODING=encoding)
+    assert result.stderr == b"", result.stderr.decode(errors="replace")
+    lines = result.stdout.decode(encoding).splitlines()
+    assert lines[0].startswith(first), lines
+    marked = [line for line in lines if line.startswith(("OK ", "X "))]
+    assert len(marked) == 8 and lines[-1] == last, lines
+
+
+def test_the_kernels_are_looked_for_where_jupyter_looks(tmp_path, monkeypatch):
+    """The same folders as jupyter_client's own default, which creates IPython's folder."""
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    monkeypatch.setenv("IPYTHONDIR", str(tmp_path))  # exists: jupyter_client creates nothing
+    assert environment_check.kernel_folders() == KernelSpecManager().kernel_dirs
 
 
 def test_missing_data_names_the_files_and_the_command(tmp_path, capsys):
@@ -95,10 +145,14 @@ def test_a_torchvision_that_does_not_import_is_reported(monkeypatch, data_dir, c
 def test_a_torch_the_package_does_not_accept_is_reported(monkeypatch, data_dir, capsys):
     import torch
 
-    monkeypatch.setattr(torch, "__version__", "2.0.1")
+    monkeypatch.setattr(torch, "__version__", "2.9.1")
     status, out = run(capsys, "--data-dir", data_dir, "--language", "en")
     assert status == 1
-    assert "✗ torch 2.0.1 is not a version the lessons accept (>=2.6)" in out
+    assert ("✗ torch 2.9.1 is not a version the lessons accept (>=2.10): on older versions "
+            "torch.load(..., weights_only=True) is not safe for files from others") in out
+    assert "CVE-2025-32434" in out and "CVE-2026-24747" in out
+    status, out = run(capsys, "--data-dir", data_dir, "--language", "zh-CN")
+    assert "torch 2.9.1 不是课程接受的版本（>=2.10）：在更早的版本中" in out and "CVE-2026-24747" in out
 
 
 def test_a_missing_kernel_is_reported(monkeypatch, data_dir, capsys):

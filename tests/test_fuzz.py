@@ -1,10 +1,12 @@
 """Fuzzing the loaders with hypothesis: whatever the file, a correct result or a CheckpointError
 that names it, within a few seconds, and never a planted payload run.
 
-Three kinds of input: real files of every kind the project writes or reads, with bytes
-flipped, cut off or spliced in; pickles of random nested structures (payloads among them);
-and safetensors files with random headers and metadata. The normal test run tries a few
-dozen of each (the "default" profile in tests/conftest.py); a longer campaign:
+The inputs: real files of every kind the project writes or reads, with bytes flipped, cut
+off or spliced in; pickles of random nested structures (payloads among them); safetensors
+files with random headers and metadata; and real checkpoints made hostile in the ways a
+review found: a tensor posing as more than the file holds (stride 0, meta, sparse), entries
+compressed or padded out, containers nested deep. The normal test run tries a few dozen of
+each (the "default" profile in tests/conftest.py); a longer campaign:
 
     python -m pytest tests/test_fuzz.py --hypothesis-profile=fuzz --hypothesis-show-statistics
 """
@@ -15,17 +17,21 @@ import json
 import struct
 import tempfile
 import time
+import zipfile
 from pathlib import Path
 
+import pytest
 import safetensors.torch
 import torch
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
+from test_hostile_files import HOSTILE_TENSORS, PLACEHOLDER, nested, rewrite, splice
 from torch import nn, optim
 
 import checkpoint_io
 import fc_model
-from checkpoint_io import CheckpointError
+from checkpoint_io import MAX_PICKLE_NESTING, CheckpointError
+from conftest import damage
 
 SECONDS = 5  # the most a loader may take on any of these small files
 FOLDER = Path(tempfile.mkdtemp(prefix="fuzz-"))
@@ -83,8 +89,9 @@ def check_result(result):
     assert output.shape == (2, network.architecture["output_size"])
 
 
-def check_loaders(path):
-    """Every loader gives a correct result or a CheckpointError naming the file, quickly."""
+def check_loaders(path, refused=False):
+    """Every loader gives a correct result or a CheckpointError naming the file, quickly
+    (only the error if ``refused``)."""
     for loader in (checkpoint_io.load_checkpoint, fc_model.load_network):
         start = time.monotonic()
         try:
@@ -93,6 +100,7 @@ def check_loaders(path):
             assert str(path) in str(err)
             assert len(str(err)) < 2000, "messages must quote file content briefly"
         else:
+            assert not refused, f"{loader.__name__} accepted a hostile file"
             check_result(result)
             if loader is checkpoint_io.load_checkpoint and "epoch" in result:
                 try:
@@ -109,22 +117,7 @@ def check_loaders(path):
 def damaged(draw):
     files = seed_files()
     name = draw(st.sampled_from(sorted(files)))
-    data = bytearray(files[name])
-    how = draw(st.sampled_from(["flip", "cut", "insert", "splice"]))
-    if how == "flip":
-        for position in draw(st.lists(st.integers(0, len(data) - 1), min_size=1, max_size=8)):
-            data[position] ^= draw(st.integers(1, 255))
-    elif how == "cut":
-        data = data[:draw(st.integers(0, len(data) - 1))]
-    elif how == "insert":
-        position = draw(st.integers(0, len(data)))
-        data[position:position] = draw(st.binary(min_size=1, max_size=64))
-    else:  # a piece of another file in place of a piece of this one
-        other = files[draw(st.sampled_from(sorted(files)))]
-        start, length = draw(st.integers(0, len(data) - 1)), draw(st.integers(1, 256))
-        source = draw(st.integers(0, len(other) - 1))
-        data[start:start + length] = other[source:source + length]
-    return name, bytes(data)
+    return name, damage(draw, files[name], files)
 
 
 @given(damaged())
@@ -197,3 +190,72 @@ def test_safetensors_with_random_headers(header, meta, body, stated_length):
     encoded = json.dumps(header).encode()
     length = len(encoded) if stated_length is None else stated_length
     check_loaders(write(struct.pack("<Q", length) + encoded + body, "random.safetensors"))
+
+
+# --------------------------------------------------------------------------- hostile real checkpoints
+
+TORCH_SEEDS = ["general.pt", "classic.pth", "bare.pth"]
+
+
+def seed_object(name):
+    """A fresh copy of what a torch.save seed file holds, to change."""
+    return torch.load(io.BytesIO(seed_files()[name]), weights_only=True)
+
+
+def tensor_places(obj):
+    """(container, key) for every tensor inside ``obj``'s dicts and lists."""
+    places, pending = [], [obj]
+    while pending:
+        container = pending.pop()
+        for key, value in (container.items() if isinstance(container, dict) else enumerate(container)):
+            if torch.is_tensor(value):
+                places.append((container, key))
+            elif isinstance(value, (dict, list)):
+                pending.append(value)
+    return places
+
+
+@pytest.mark.filterwarnings("ignore:Validating sparse tensor invariants")
+@given(st.sampled_from(TORCH_SEEDS), st.sampled_from(sorted(HOSTILE_TENSORS)), st.data())
+def test_a_tensor_posing_as_more_than_the_file_holds(base, kind, data):
+    checkpoint = seed_object(base)
+    places = tensor_places(checkpoint)
+    container, key = places[data.draw(st.integers(0, len(places) - 1), label="tensor")]
+    assume(kind != "stride 0" or container[key].numel() > 1)  # one element at stride 0 is honest
+    container[key] = HOSTILE_TENSORS[kind][0](container[key])
+    path = FOLDER / "hostile-tensor.pt"
+    torch.save(checkpoint, path)
+    check_loaders(path, refused=True)
+
+
+@given(st.sampled_from(TORCH_SEEDS), st.data())
+def test_compressed_and_padded_entries(base, data):
+    """Entries compressed, or padded out with zeros: a compressed entry padded with 4 MB
+    inflates far beyond MAX_INFLATION times its size, and must be refused."""
+    path = write(seed_files()[base], "compressed.pt")
+    with zipfile.ZipFile(path) as archive:
+        names = archive.namelist()
+    deflated = data.draw(st.just(set(names)) | st.sets(st.sampled_from(names)), label="deflated")
+    padded = data.draw(st.sampled_from(names), label="padded")
+    padding = bytes(data.draw(st.sampled_from([0, 1, 4096, 4 * 2**20]), label="zeros"))
+    rewrite(path, lambda name, content: content + padding if name == padded else content, deflated)
+    check_loaders(path, refused=padded in deflated and len(padding) > 2**20)
+
+
+@given(st.sampled_from(TORCH_SEEDS), st.sampled_from(["key", "value", "history"]),
+       st.sampled_from(["list", "tuple", "dict"]),
+       st.integers(0, 2 * MAX_PICKLE_NESTING) | st.integers(0, 3000))
+def test_containers_nested_deep(base, where, container, depth):
+    """Deeper than MAX_PICKLE_NESTING must be refused (at most 3,000 deep, which Python
+    survives even unchecked, so that a failure fails the test and does not crash the run)."""
+    checkpoint = seed_object(base)
+    if where == "key":
+        checkpoint[PLACEHOLDER], container = 1, "tuple"  # only a tuple can be a key
+    elif where == "value":
+        checkpoint["notes"] = PLACEHOLDER
+    else:
+        checkpoint["history"] = [{"step": PLACEHOLDER}]
+    path = FOLDER / "nested.pt"
+    torch.save(checkpoint, path)
+    splice(path, nested(depth, container))
+    check_loaders(path, refused=depth > MAX_PICKLE_NESTING)

@@ -11,30 +11,50 @@ accuracy the notebook printed.
     python tools/run_notebooks.py notebooks/zh-CN/02-checkpoints-and-resuming-training.ipynb
 
 Before anything runs, the names, the parameters (against each notebook's
-``parameters`` cell) and the data set are checked, each with one message.
+``parameters`` cell), the output folder and the data set are checked, each with
+one message:
+
+- a value is read as the type of the parameter's default in the notebook:
+  ``-p epochs 3`` must be a whole number, ``-p device cpu`` is text (no quotes
+  needed);
+- the folders a lesson writes into, and deletes files from (``checkpoint_dir``,
+  ``model_dir``: ``OUTPUT_PATH_PARAMETERS``), must lie inside the notebook's
+  output folder, ``--output``/LANGUAGE: ``-p checkpoint_dir run-2`` is fine,
+  ``-p checkpoint_dir /`` or ``../elsewhere`` is refused. To write somewhere
+  else, choose ``--output``. ``data_dir`` is only read from (and filled with
+  Fashion-MNIST when it is missing), so it may be any folder.
 """
 
 import argparse
 import ast
 import difflib
+import os
 import re
+import reprlib
 import sys
 import time
 from pathlib import Path
 
 import nbformat
 import papermill
-import yaml
 
 import helper
 from build_notebooks import KERNEL_ARGUMENTS, LANGUAGES, NOTEBOOKS, REPO, all_lessons
 
 # "Test accuracy ...: 0.84" in English, "...测试准确率...：0.84" in Chinese.
 ACCURACY = re.compile(r"(?:test accuracy|测试准确率)[^:：\n]*[:：]\s*([01]\.\d+)", re.IGNORECASE)
+# A lesson number: ASCII digits only (str.isdigit() also accepts "²", which int() refuses),
+# and few of them (int() refuses more than 4300 digits).
+LESSON_NUMBER = re.compile(r"[0-9]{1,9}")
+# A value for a parameter whose default is not text is read as a Python literal (3, 0.5,
+# True), and only when it is this short: no lesson needs a longer number.
+LITERAL_LENGTH = 40
+# The parameters that name a folder the lesson writes into; see check_output_paths.
+OUTPUT_PATH_PARAMETERS = ("checkpoint_dir", "model_dir")
 
 
 class UsageError(ValueError):
-    """A notebook name or a parameter that does not exist; the message lists the valid ones."""
+    """A name, parameter, value or folder the main job cannot use; the message says what to give."""
 
 
 def notebook_paths(languages=LANGUAGES, names=()):
@@ -54,7 +74,7 @@ def notebook_paths(languages=LANGUAGES, names=()):
         matches = _matching(available, name)
         if not matches:
             stems = sorted({path.stem for path in available})
-            raise UsageError(f"no notebook matches {name!r}. Name a lesson by its number "
+            raise UsageError(f"no notebook matches {reprlib.repr(name)}. Name a lesson by its number "
                              f"(1), its file name or its path; the notebooks are: "
                              f"{', '.join(stems)}")
         chosen.update(matches)
@@ -62,18 +82,29 @@ def notebook_paths(languages=LANGUAGES, names=()):
 
 
 def _matching(available, name):
-    as_path = Path(name).expanduser()
-    if as_path.suffix == ".ipynb" and as_path.is_file():
-        return [path for path in available if path.resolve() == as_path.resolve()]
-    stem = as_path.name.removesuffix(".ipynb")
-    if stem.isdigit():
+    """The notebooks of ``available`` that ``name`` selects (see ``notebook_paths``)."""
+    as_file = _notebook_file(name)
+    if as_file:
+        return [path for path in available if path.resolve() == as_file]
+    stem = Path(name).name.removesuffix(".ipynb")
+    if LESSON_NUMBER.fullmatch(stem):
         return [path for path in available if int(path.stem[:2]) == int(stem)]
     return [path for path in available if path.stem == stem]
 
 
+def _notebook_file(name):
+    """``name`` resolved, when it is the path of an existing .ipynb file; otherwise None
+    (also for a name that no file system accepts, such as one too long)."""
+    try:
+        path = Path(name).expanduser()
+        return path.resolve() if path.suffix == ".ipynb" and path.is_file() else None
+    except (OSError, RuntimeError):  # RuntimeError: "~someone" with no such user
+        return None
+
+
 def notebook_parameters(path):
-    """The parameters declared in the notebook's ``parameters`` cell: name -> (default, help)."""
-    return {name: (info["default"], info["help"])
+    """The parameters declared in the notebook's ``parameters`` cell: name -> default value."""
+    return {name: ast.literal_eval(info["default"])
             for name, info in papermill.inspect_notebook(str(path)).items()}
 
 
@@ -81,8 +112,11 @@ def parameters_for(paths, given, quick=False):
     """``{path: parameters}``: each notebook gets the given parameters that it declares
     (and, with ``quick``, its lesson's quick-run values under the given ones).
 
-    Raises ``UsageError`` for a given name that no notebook declares, so a
-    misspelt parameter never runs a notebook on its defaults.
+    ``given`` maps names to values, or to the text of ``-p NAME VALUE``, which
+    ``read_value`` reads as the type of the notebook's default. Raises
+    ``UsageError`` for a given name that no notebook declares, so a misspelt
+    parameter never runs a notebook on its defaults, and for a value of the
+    wrong type.
     """
     declared = {path: notebook_parameters(path) for path in paths}
     known = sorted({name for names in declared.values() for name in names})
@@ -93,18 +127,92 @@ def parameters_for(paths, given, quick=False):
             raise UsageError(f"no notebook has a parameter {name!r}.{hint} "
                              f"The parameters are: {', '.join(known)}")
     quick_runs = {lesson.name: lesson.quick_run for lesson in all_lessons()} if quick else {}
-    return {path: {name: value
-                   for name, value in {**quick_runs.get(path.stem, {}), **given}.items()
-                   if name in declared[path]}
-            for path in paths}
+    chosen = {}
+    for path in paths:
+        defaults = declared[path]
+        chosen[path] = {name: value for name, value in quick_runs.get(path.stem, {}).items()
+                        if name in defaults}
+        chosen[path].update({name: read_value(name, value, defaults[name])
+                             for name, value in given.items() if name in defaults})
+    return chosen
+
+
+def read_value(name, value, default):
+    """``value`` for the parameter ``name``, checked against the type of its ``default``.
+
+    Text from the command line is read as the default's type: as it is for a
+    text parameter (``-p device cpu``), as a short Python literal otherwise
+    (``-p epochs 3``). Raises ``UsageError`` for a value of another type, such
+    as ``-p epochs abc``, so that no notebook starts with one.
+    """
+    read = _literal(value) if isinstance(value, str) and not isinstance(default, str) else value
+    if type(read) is not type(default):  # not isinstance: True is no number of epochs
+        raise UsageError(f"-p {name} {reprlib.repr(value)}: {name} takes a value of type "
+                         f"{type(default).__name__}, like its default: for example "
+                         f"-p {name} {default}")
+    return read
+
+
+def _literal(text):
+    """``text`` read as a Python literal (``3``, ``0.5``, ``True``), or None when it is not
+    one or is longer than ``LITERAL_LENGTH``."""
+    if len(text) > LITERAL_LENGTH:
+        return None
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+        return None  # not a literal, or one that cannot be built ({[]: 1})
+
+
+def check_output_paths(parameters, folder):
+    """Raise ``UsageError`` unless each of ``OUTPUT_PATH_PARAMETERS`` in ``parameters`` names
+    a folder inside ``folder``, the notebook's output folder, where it runs.
+
+    The lessons write, overwrite and delete files in these folders: lesson 2
+    deletes ``latest.pt`` and ``best.pt`` before training, lesson 5 empties
+    whole folders of checkpoints. ``-p checkpoint_dir /`` would do that at the
+    root of the file system, so a value must be a relative path that stays
+    inside: not absolute, not starting with ``~``, not climbing out with ``..``,
+    and not through a link that points outside.
+    """
+    inside = Path(folder).resolve()
+    for name in OUTPUT_PATH_PARAMETERS:
+        if name in parameters and not _stays_inside(parameters[name], inside):
+            raise UsageError(f"-p {name} {reprlib.repr(parameters[name])}: the notebook writes and "
+                             f"deletes files in {name}, so it must be a folder inside the "
+                             f"notebook's output folder {folder}: a relative path such as "
+                             "'run-2', without '..', '~' or a leading '/'. To write elsewhere, "
+                             "choose --output.")
+
+
+def _stays_inside(value, folder):
+    """Whether ``value`` is a path that names ``folder`` (resolved) or something inside it.
+
+    ``~/x`` counts as outside: to a learner it means the home folder, although
+    the lessons, which do not expand ``~``, would make a folder named ``~`` inside.
+    """
+    return (isinstance(value, str) and not value.startswith("~") and "\0" not in value
+            and (folder / value).resolve().is_relative_to(folder))
+
+
+def check_output(folder):
+    """Raise ``UsageError`` when ``folder``, or the nearest of its parents that exists, is a
+    file, or a folder this user may not write to: the executed notebooks need a folder
+    (created when it does not exist)."""
+    existing = next(path for path in (folder, *folder.parents) if os.path.exists(path))
+    if not os.path.isdir(existing):
+        raise UsageError(f"--output: {existing} is a file, not a folder. Name a folder for the "
+                         "executed notebooks (it is created when it does not exist).")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UsageError(f"--output: this user may not create {folder} in {existing}. Name a "
+                         "folder you can write to.")
 
 
 def data_dir_of(paths, given):
     """The data folder the notebooks will read: ``-p data_dir`` or their default."""
     if "data_dir" in given:
         return given["data_dir"]
-    default, _ = notebook_parameters(paths[0]).get("data_dir", (repr(helper.DEFAULT_DATA_DIR), ""))
-    return ast.literal_eval(default)
+    return notebook_parameters(paths[0]).get("data_dir", helper.DEFAULT_DATA_DIR)
 
 
 def last_test_accuracy(nb):
@@ -121,10 +229,12 @@ def last_test_accuracy(nb):
 def run_notebook(path, output_dir, parameters=None):
     """Execute ``path`` with papermill in ``output_dir``; return (seconds, accuracy, output path).
 
-    Raises papermill's ``PapermillExecutionError`` when a cell fails; the
-    executed copy, error included, is still written to ``output_dir``.
+    Raises ``UsageError`` for a folder parameter outside ``output_dir`` (see
+    ``check_output_paths``), and papermill's ``PapermillExecutionError`` when a
+    cell fails; the executed copy, error included, is still written to ``output_dir``.
     """
     output_dir = Path(output_dir)
+    check_output_paths(parameters or {}, output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     output_path = output_dir / path.name
     start = time.perf_counter()
@@ -135,17 +245,16 @@ def run_notebook(path, output_dir, parameters=None):
     return seconds, last_test_accuracy(nbformat.read(output_path, as_version=4)), output_path
 
 
-def parse_parameters(pairs):
-    """``[["epochs", "1"]]`` to ``{"epochs": 1}``: values are read as YAML, like papermill's -p."""
-    return {name: yaml.safe_load(value) for name, value in pairs or []}
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("names", nargs="*",
                         help="lesson numbers, notebook names or paths (default: all)")
     parser.add_argument("-p", "--parameter", nargs=2, action="append", metavar=("NAME", "VALUE"),
-                        help="a parameter, e.g. -p epochs 3, for every notebook that has it")
+                        help="a parameter, e.g. -p epochs 3, for every notebook that has it; "
+                             "the value has the type of the notebook's default. The folders "
+                             "a lesson writes into (" + ", ".join(OUTPUT_PATH_PARAMETERS) +
+                             ") must be relative paths inside the notebook's output folder, "
+                             "OUTPUT/LANGUAGE")
     parser.add_argument("--quick", action="store_true",
                         help="run each lesson with its own quick-run parameters (its header's "
                              "quick_run); -p values still win")
@@ -155,10 +264,17 @@ def main(argv=None):
                         help="where executed notebooks go (default: build/notebooks)")
     args = parser.parse_args(argv)
 
-    given = parse_parameters(args.parameter)
+    given = dict(args.parameter or [])
+    data_dir = given.get("data_dir", "~")
+    if not (data_dir.startswith("~") or Path(data_dir).is_absolute()):
+        # a relative folder means the one it names from here, not from each notebook's output folder
+        given["data_dir"] = str(Path(data_dir).absolute())
     try:
         paths = notebook_paths(args.language or LANGUAGES, args.names)
         parameters = parameters_for(paths, given, quick=args.quick)
+        for path in paths:
+            check_output(args.output / path.parent.name)
+            check_output_paths(parameters[path], args.output / path.parent.name)
     except UsageError as error:
         parser.error(str(error))
     try:
