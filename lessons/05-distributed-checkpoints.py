@@ -257,8 +257,12 @@ assert killed.returncode != 0
 
 # %%
 broken = distributed_checkpoints.step_folder(resumed_dir, kill_step)
-print(broken.name, "holds", sorted(path.name for path in broken.iterdir()))
-# zh-CN: print(broken.name, "中有", sorted(path.name for path in broken.iterdir()))
+files = sorted(path.name for path in broken.iterdir())  # rank 0's shards only if it finished in time
+                                                         # zh-CN: 只有 rank 0 及时写完，才会有它的分片
+killed_shards = f"__{world_size - 1}_0.distcp"
+print(broken.name, "holds the killed rank's shards:", killed_shards in files, "| .metadata:", ".metadata" in files)
+# zh-CN: print(broken.name, "中有被杀掉的 rank 的分片：", killed_shards in files, "| .metadata：", ".metadata" in files)
+assert killed_shards in files and ".metadata" not in files
 print("latest ->", distributed_checkpoints.latest_checkpoint(resumed_dir).name)
 try:
     distributed_checkpoints.check_metadata(broken)
