@@ -28,14 +28,14 @@ TEST_NOTEBOOKS := build/test-notebooks
 .PHONY: run test student setup data clean
 
 run: setup
-	$(BIN)/python tools/run_notebooks.py $(ARGS)
+	$(BIN)/python -m tools.run_notebooks $(ARGS)
 
 test: data
 	rm -rf $(TEST_NOTEBOOKS) && mkdir -p build && cp -R notebooks $(TEST_NOTEBOOKS)
 	$(BIN)/python -m pytest -n 2 --dist loadfile --nbval $(TEST_NOTEBOOKS) tests $(ARGS)
 
 student: setup
-	$(BIN)/python tools/build_notebooks.py --student
+	$(BIN)/python -m tools.build_notebooks --student
 
 setup: $(INSTALLED)
 

@@ -10,9 +10,15 @@ that code load into it, and it remembers the sizes it was built with
 the ``checkpoint_io`` module) every N steps and resume from it exactly: what it
 saves besides the model and the optimizer is one ``TrainingState``.
 ``load_network`` rebuilds a ``Network`` from any file ``checkpoint_io`` reads.
+
+``NETWORK`` tells ``checkpoint_io`` what it needs to know about a ``Network``
+(a ``ModelSpec``): which architectures are valid, which tensors each one has,
+and how its files are tagged. The rules live here, once: ``Network`` itself
+is built only from an architecture that ``check_architecture`` accepts.
 """
 
-import sys
+import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -20,9 +26,76 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-import checkpoint_io
-from checkpoint_io import CheckpointError
-from devices import check_device, model_device, move_to
+from saveload_lessons import checkpoint_io
+from saveload_lessons.checkpoint_io import CheckpointError, ModelSpec
+from saveload_lessons.devices import check_device, model_device, move_to
+from saveload_lessons.values import check_positive_int, is_count, is_number, quote
+
+# The dropout of the classic course's networks, whose checkpoints did not record it
+CLASSIC_DROP_P = 0.5
+
+
+def check_architecture(architecture):
+    """The arguments of ``Network`` as plain values (``drop_p`` defaulting to 0.5), or
+    ``ValueError`` listing every problem.
+
+    Sizes must be positive integers, ``hidden_layers`` a non-empty list of them
+    and ``drop_p`` a probability in [0, 1). Other keys are ignored.
+    """
+    if not isinstance(architecture, Mapping):
+        raise ValueError(f"an architecture is a dict of Network's arguments, got {quote(architecture)}")
+    problems = [f"{key} is missing" for key in ("input_size", "output_size", "hidden_layers")
+                if key not in architecture]
+    problems += [f"{key} should be a positive integer, got {quote(architecture[key])}"
+                 for key in ("input_size", "output_size")
+                 if key in architecture and not is_count(architecture[key], 1)]
+    hidden = architecture.get("hidden_layers", [])
+    if not isinstance(hidden, (list, tuple)) or not hidden or not all(is_count(size, 1) for size in hidden):
+        problems.append(f"hidden_layers should be a non-empty list of positive integers, got {quote(hidden)}")
+    drop_p = architecture.get("drop_p", CLASSIC_DROP_P)
+    if not is_number(drop_p) or not (math.isfinite(drop_p) and 0 <= drop_p < 1):
+        problems.append(f"drop_p should be a probability in [0, 1), got {quote(drop_p)}")
+    if problems:
+        raise ValueError("; ".join(problems))
+    return {"input_size": architecture["input_size"], "output_size": architecture["output_size"],
+            "hidden_layers": list(hidden), "drop_p": float(drop_p)}
+
+
+def tensor_shapes(architecture):
+    """The name and shape of every tensor in the ``state_dict`` of a Network of ``architecture``."""
+    sizes = [architecture["input_size"], *architecture["hidden_layers"]]
+    shapes = {}
+    for index, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+        shapes[f"hidden_layers.{index}.weight"] = (n_out, n_in)
+        shapes[f"hidden_layers.{index}.bias"] = (n_out,)
+    shapes["output.weight"] = (architecture["output_size"], sizes[-1])
+    shapes["output.bias"] = (architecture["output_size"],)
+    return shapes
+
+
+def architecture_from_weights(state_dict):
+    """The sizes of the Network whose ``state_dict`` this is, read off its weights (dropout
+    0.5 assumed); None when its names are not a Network's."""
+    if "hidden_layers.0.weight" not in state_dict or "output.weight" not in state_dict:
+        return None
+    weights = []
+    while f"hidden_layers.{len(weights)}.weight" in state_dict:
+        weights.append(state_dict[f"hidden_layers.{len(weights)}.weight"])
+    if any(w.dim() != 2 for w in weights) or state_dict["output.weight"].dim() != 2:
+        raise ValueError("its weight tensors are not the matrices of a Network")
+    return {"input_size": weights[0].shape[1], "output_size": state_dict["output.weight"].shape[0],
+            "hidden_layers": [w.shape[0] for w in weights], "drop_p": CLASSIC_DROP_P}
+
+
+NETWORK = ModelSpec(
+    name="fc_model.Network",
+    checkpoint_format="fc_model.checkpoint/1",
+    safetensors_format="fc_model.safetensors/1",
+    check_architecture=check_architecture,
+    tensor_shapes=tensor_shapes,
+    architecture_from_weights=architecture_from_weights,
+    legacy_keys=("input_size", "output_size", "hidden_layers"),  # the classic course's checkpoints
+)
 
 
 class Network(nn.Module):
@@ -35,31 +108,19 @@ class Network(nn.Module):
         drop_p: dropout probability applied after every hidden layer.
     """
 
-    def __init__(self, input_size, output_size, hidden_layers, drop_p=0.5):
-        super().__init__()
-        hidden_layers = [int(size) for size in hidden_layers]
-        if not hidden_layers:
-            raise ValueError("hidden_layers needs at least one size, for example [512, 256, 128]")
-        if min([input_size, output_size, *hidden_layers]) < 1:
-            raise ValueError(
-                f"layer sizes must be positive, got input_size={input_size}, "
-                f"output_size={output_size}, hidden_layers={hidden_layers}"
-            )
-        if not 0 <= drop_p < 1:
-            raise ValueError(f"drop_p is a probability in [0, 1), got {drop_p}")
+    spec = NETWORK  # what checkpoint_io needs to save and read its files
 
+    def __init__(self, input_size, output_size, hidden_layers, drop_p=CLASSIC_DROP_P):
+        super().__init__()
+        self.architecture = check_architecture(
+            {"input_size": input_size, "output_size": output_size,
+             "hidden_layers": hidden_layers, "drop_p": drop_p})
         sizes = [input_size, *hidden_layers]
         self.hidden_layers = nn.ModuleList(
             nn.Linear(n_in, n_out) for n_in, n_out in zip(sizes[:-1], sizes[1:])
         )
         self.output = nn.Linear(hidden_layers[-1], output_size)
         self.dropout = nn.Dropout(p=drop_p)
-        self.architecture = {
-            "input_size": int(input_size),
-            "output_size": int(output_size),
-            "hidden_layers": hidden_layers,
-            "drop_p": float(drop_p),
-        }
 
     def forward(self, x):
         """Return log-probabilities of shape (batch, output_size)."""
@@ -67,17 +128,6 @@ class Network(nn.Module):
         for linear in self.hidden_layers:
             x = self.dropout(F.relu(linear(x)))
         return F.log_softmax(self.output(x), dim=1)
-
-
-def check_positive_int(**values):
-    """Raise ``ValueError`` unless every value is a positive integer.
-
-    Used as ``check_positive_int(epochs=epochs)`` so the message names the
-    parameter, for example ``epochs must be a positive integer, got 0``.
-    """
-    for name, value in values.items():
-        if not checkpoint_io.is_count(value, 1):
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
 
 
 def validation(model, loader, criterion, device=None):
@@ -131,33 +181,33 @@ def load_network(path, map_location="cpu"):
     """Rebuild the ``Network`` saved in ``path`` on the device ``map_location``
     (default the CPU), in eval mode.
 
-    Accepts every file ``checkpoint_io.load_checkpoint`` reads. The tensors are
-    loaded straight onto the device and copied into a model built there, so
-    the model and everything in it end up on ``map_location`` (and on the
-    meta device, nothing is allocated at all).
+    Accepts every file ``checkpoint_io.load_checkpoint`` reads, checked as it
+    checks them. Memory holds the weights once: the model is built on the
+    ``meta`` device (shapes, no values, no random initialisation to overwrite),
+    and the file's tensors become the model's parameters (``assign=True``), on
+    ``map_location`` and with the file's dtypes. On the meta device, nothing is
+    allocated at all.
+
+    The file is read, not mapped (``mmap=True`` would cost no less once every
+    weight has been used): a mapped file must not change while the model lives,
+    and a learner may well overwrite the checkpoint the model came from (on
+    Windows that fails; elsewhere, rewriting it in place can crash the process).
     """
     device = check_device(map_location)
-    checkpoint = checkpoint_io.load_checkpoint(path, device)  # architecture and shapes checked
-    with device:  # build the model where it goes
+    checkpoint = checkpoint_io.load_checkpoint(path, NETWORK, device)  # everything checked
+    with torch.device("meta"):  # shapes only: no values to initialise and overwrite
         model = Network(**checkpoint["architecture"])
-    checkpoint_io.restore(checkpoint, model, path=path)
+    checkpoint_io.restore(checkpoint, model, path=path, assign=True)
     return model.eval()
 
 
 # --------------------------------------------------------------------------- training
 
-def _is_number(value):
-    """True for a float, or an int (not a bool) small enough to become one."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return False
-    return isinstance(value, float) or abs(value) <= sys.float_info.max
-
-
 def _is_history(value):
     """True for a history as ``train`` writes it: a list of flat dicts from names to numbers."""
     return isinstance(value, list) and all(
         isinstance(record, dict)
-        and all(isinstance(key, str) and _is_number(number) for key, number in record.items())
+        and all(isinstance(key, str) and is_number(number) for key, number in record.items())
         for record in value)
 
 
@@ -195,9 +245,9 @@ class TrainingState:
     epoch: int = field(default=0, metadata={"check": checkpoint_io.is_count})
     batch: int = field(default=0, metadata={"check": checkpoint_io.is_count})
     step: int = field(default=0, metadata={"check": checkpoint_io.is_count})
-    loss: float | None = field(default=None, metadata={"check": _optional(_is_number)})
-    running_loss: float = field(default=0.0, metadata={"check": _is_number})
-    best_accuracy: float | None = field(default=None, metadata={"check": _optional(_is_number)})
+    loss: float | None = field(default=None, metadata={"check": _optional(is_number)})
+    running_loss: float = field(default=0.0, metadata={"check": is_number})
+    best_accuracy: float | None = field(default=None, metadata={"check": _optional(is_number)})
     history: list = field(default_factory=list, metadata={"check": _is_history})
     epoch_start_rng: dict | None = field(default=None, metadata={"check": _optional(_is_rng_state)})
 
@@ -228,7 +278,7 @@ def _check_resumable(state, trainloader, path):
     """Raise ``CheckpointError`` if ``state`` stopped past the end of ``trainloader``'s epoch."""
     if state.batch and hasattr(trainloader, "__len__") and state.batch >= len(trainloader):
         raise CheckpointError(
-            f"{path} stopped after batch {checkpoint_io._quote(state.batch)} of an epoch, but the "
+            f"{path} stopped after batch {quote(state.batch)} of an epoch, but the "
             f"training data has {len(trainloader)} batches: resume with the data the run was "
             "started with")
 
@@ -326,7 +376,7 @@ def train(model, trainloader, testloader, criterion, optimizer, epochs=5,
 
     state, resumed_rng = TrainingState(), None
     if resume and Path(checkpoint_path).exists():  # everything is checked before restore copies
-        checkpoint = checkpoint_io.load_checkpoint(checkpoint_path, map_location=device)
+        checkpoint = checkpoint_io.load_checkpoint(checkpoint_path, NETWORK, map_location=device)
         state = TrainingState.from_checkpoint(checkpoint, checkpoint_path)
         _check_resumable(state, trainloader, checkpoint_path)
         checkpoint_io.restore(checkpoint, model, optimizer, path=checkpoint_path)

@@ -26,7 +26,7 @@ from torch.utils.data import (
 )
 from torchvision import datasets
 
-from checkpoint_io import atomic_write
+from saveload_lessons.files import atomic_write
 
 FASHION_MNIST_CLASSES = (
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",

@@ -35,18 +35,18 @@ from torch.distributed.device_mesh import init_device_mesh
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
-import fsdp_training  # noqa: E402
-import launching  # noqa: E402
-from fsdp_training import AppState  # noqa: E402
+from saveload_lessons import fsdp_training, launching  # noqa: E402
+from saveload_lessons.fsdp_training import AppState  # noqa: E402
+from saveload_lessons.values import positive_int_argument  # noqa: E402
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--hidden", type=int, nargs="+", default=[4096, 4096, 4096],
                         help="sizes of the hidden layers")
-    parser.add_argument("--repeats", type=fsdp_training.positive_int, default=3,
+    parser.add_argument("--repeats", type=positive_int_argument, default=3,
                         help="saves of each kind")
-    parser.add_argument("--nproc", type=fsdp_training.positive_int, default=2)
+    parser.add_argument("--nproc", type=positive_int_argument, default=2)
     parser.add_argument("--dir", help="where to write the checkpoints (default: a temporary folder)")
     return parser.parse_args(argv)
 

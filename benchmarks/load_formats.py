@@ -20,8 +20,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-import checkpoint_io  # noqa: E402
 import fc_model  # noqa: E402
+from saveload_lessons import checkpoint_io  # noqa: E402
 
 LOADERS = {
     "torch.load": "torch.load(path, weights_only=True)",

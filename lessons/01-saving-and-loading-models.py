@@ -15,6 +15,7 @@
 #         with `weights_only=True` and `map_location`, the size-mismatch error, a checkpoint that stores
 #         the architecture, and proof that the reloaded model predicts the same.'
 #       zh-CN: 经典教程：在 Fashion-MNIST 上训练、`state_dict`、带 `weights_only=True` 和 `map_location` 的 `torch.save`/`torch.load`、尺寸不匹配错误、记录了架构的检查点，并验证重新加载的模型预测结果相同。
+#     teaching_minutes: 60
 #     quick_run:
 #       epochs: 1
 # ---
@@ -64,9 +65,9 @@ import torch
 from torch import nn, optim
 from torchvision import datasets, transforms
 
-import devices
 import fc_model
 import helper
+from saveload_lessons import devices, messages
 
 # %% [markdown] lang="en"
 # ## Parameters
@@ -97,6 +98,10 @@ seed = 7                               # fixes the initial weights, the data ord
 # %% tags=["nbval-ignore-output"]
 fc_model.check_positive_int(epochs=epochs)
 device = devices.get_device(device)
+# The companion modules speak the notebook's language
+# zh-CN: 配套模块使用本 notebook 的语言
+messages.set_language("en")
+# zh-CN: messages.set_language("zh-CN")
 helper.prepare_fashion_mnist(data_dir)
 torch.manual_seed(seed)
 print(f"Training for {epochs} epoch(s) on {device}")
@@ -149,7 +154,7 @@ ax = helper.imshow(images[0], title=helper.FASHION_MNIST_CLASSES[labels[0]])
 # %% [markdown] lang="zh-CN"
 # ### 同样的批次，只变换一次
 #
-# 上面的数据加载器在每一轮都要对每张图像重新执行 `ToTensor` 和 `Normalize`，而且一次只处理一张：在 CPU 上，这比训练本身还要费时。`helper.fashion_mnist_loaders(data_dir)` 把所有图像只变换一次，存成两个张量，之后按同样的顺序给出完全相同的批次，因为它抽取随机数的方式与 `DataLoader(shuffle=True)` 完全一样。我们从同一个随机状态出发，用一轮的第一个批次来验证这一点。`torch.random.fork_rng()` 会在结束后恢复 PyTorch 的随机状态，所以这些检查不会改变本 notebook 后面的任何结果。
+# 上面的数据加载器在每一轮都要对每张图像重新执行 `ToTensor` 和 `Normalize`，而且一次只处理一张：在 CPU 上，这比训练本身还要费时。`helper.fashion_mnist_loaders(data_dir)` 把所有图像一次性变换成两个张量，之后按同样的顺序给出完全相同的批次，因为它抽取随机数的方式与 `DataLoader(shuffle=True)` 完全一样。我们从同一个随机状态出发，用一轮的第一个批次来验证这一点。`torch.random.fork_rng()` 会在结束后恢复 PyTorch 的随机状态，所以这些检查不会改变本 notebook 后面的任何结果。
 
 # %%
 fast_trainloader, fast_testloader = helper.fashion_mnist_loaders(data_dir)
@@ -169,7 +174,7 @@ print("first batch: the same images and labels")
 # One batch proves little: a loader that shuffled differently from the second batch on, or skipped a batch, would pass that check. Transforming all 60,000 images the classic way takes longer than training, so for the whole epoch we let a `DataLoader(shuffle=True)` over the *numbers* 0 to 59,999 draw the order of the examples. It draws exactly the random numbers that `trainloader` draws (the two differ only in what each index returns), and it is fast. Every batch of the fast loader must then hold the labels of exactly these examples, in this order, and its first image must be the one that `trainset` itself transforms.
 
 # %% [markdown] lang="zh-CN"
-# 只检查一个批次说明不了多少：如果一个数据加载器从第二个批次起打乱的顺序就不同了，或者漏掉了某个批次，它照样能通过上面的检查。用原来的方式变换全部 60,000 张图像比训练还慢，所以为了检查整整一轮，我们让一个作用在*编号* 0 到 59,999 上的 `DataLoader(shuffle=True)` 来抽取样本的顺序。它抽取的随机数与 `trainloader` 完全相同（两者的区别只在于按索引取出的是什么），而且速度很快。这样，快速数据加载器的每个批次都必须恰好按这个顺序包含这些样本的标签，并且其中第一张图像必须与 `trainset` 自己变换出来的图像相同。
+# 只检查一个批次说明不了多少：如果一个数据加载器从第二个批次起打乱的顺序就不同了，或者漏掉了某个批次，它照样能通过上面的检查。用原来的方式变换全部 60,000 张图像比训练还慢，所以为了检查整整一轮，我们改用一个在*编号* 0 到 59,999 上运行的 `DataLoader(shuffle=True)` 来抽取样本的顺序。它抽取的随机数与 `trainloader` 完全相同（两者只是按索引取出的东西不同），而且速度很快。于是，快速数据加载器每个批次中的标签，都必须与这些样本的标签一一对应、顺序相同；每个批次的第一张图像，也必须与 `trainset` 自己变换出来的图像相同。
 
 # %%
 order_loader = torch.utils.data.DataLoader(range(len(trainset)), batch_size=64, shuffle=True)
@@ -213,12 +218,12 @@ with torch.random.fork_rng():
 # %% [markdown] lang="en"
 # ## Train a network
 #
-# The model architecture and the training loop live in `fc_model`, so this notebook can focus on saving and loading. `fc_model.Network(784, 10, [512, 256, 128])` is a fully-connected network with 784 inputs (28×28 pixels), 10 outputs (the classes) and three hidden layers with dropout. `fc_model.train` prints the training loss and the loss and accuracy on the whole test set every 40 steps, and returns that history.
+# The model architecture and the training loop live in `fc_model`, so this notebook can focus on saving and loading. `fc_model.Network(784, 10, [512, 256, 128])` is a fully-connected network with 784 inputs (28×28 pixels), 10 outputs (the classes) and three hidden layers with dropout. `fc_model.train` prints the training loss and the loss and accuracy on the whole test set every 40 steps, and returns that history. The progress lines keep the classic course's labels: `Epoch: 1/2` is the epoch in progress out of all the epochs, `Training Loss` the mean training loss of the last 40 steps, and `Test Loss` and `Test Accuracy` the loss and the accuracy on the whole test set.
 
 # %% [markdown] lang="zh-CN"
 # ## 训练网络
 #
-# 模型架构和训练循环都放在 `fc_model` 中，这样本 notebook 可以专注于保存和加载。`fc_model.Network(784, 10, [512, 256, 128])` 是一个全连接网络：784 个输入（28×28 个像素）、10 个输出（类别），以及三个带 dropout 的隐藏层。`fc_model.train` 每 40 步打印一次训练损失，以及在整个测试集上的损失和准确率，并返回这些记录。
+# 模型架构和训练循环都放在 `fc_model` 中，这样本 notebook 可以专注于保存和加载。`fc_model.Network(784, 10, [512, 256, 128])` 是一个全连接网络：784 个输入（28×28 个像素）、10 个输出（类别），以及三个带 dropout 的隐藏层。`fc_model.train` 每 40 步打印一次训练损失，以及在整个测试集上的损失和准确率，并返回这些记录。打印出的进度行沿用经典课程的英文标签：`Epoch: 1/2` 是轮次（当前是第几轮/共几轮），`Training Loss` 是训练损失（最近 40 步的平均值），`Test Loss` 和 `Test Accuracy` 分别是在整个测试集上计算的测试损失和测试准确率。
 
 # %%
 # Create the network, define the criterion and optimizer
@@ -246,7 +251,7 @@ figure = helper.plot_history(history)
 #
 # 每次要用网络时都重新训练一遍并不现实。更好的做法是保存训练好的网络，之后再加载，用来继续训练或进行预测。
 #
-# PyTorch 网络学到的内容保存在它的 `state_dict`（状态字典）中。这是一个有序字典，把每个参数*和持久缓冲区*（persistent buffer）的名字映射到一个张量（如果某个模块定义了 `get_extra_state` 方法，还包括它返回的内容）。在这里，就是每一层的权重和偏置。缓冲区是层中保存的、但不通过梯度下降训练的张量，比如批量归一化（batch normalization）的滑动统计量；用 `persistent=False` 注册的缓冲区不会出现在状态字典中。这个网络没有缓冲区，dropout 既没有参数也没有缓冲区，所以字典里没有它。
+# PyTorch 网络学到的内容都在它的 `state_dict`（状态字典）中。这是一个有序字典，把每个参数*和持久缓冲区*（persistent buffer）的名字映射到一个张量（如果某个模块定义了 `get_extra_state` 方法，还包括它返回的内容）。在这里，就是每一层的权重和偏置。缓冲区是层所持有、但不通过梯度下降训练的张量，比如批量归一化（batch normalization）的滑动统计量；用 `persistent=False` 注册的缓冲区不会出现在状态字典中。这个网络没有缓冲区，dropout 既没有参数也没有缓冲区，所以字典里没有它。
 
 # %%
 print("Our model: \n\n", model, '\n')
@@ -258,15 +263,15 @@ print("The state dict keys: \n\n", model.state_dict().keys())
 # `state_dict()` copies no data: its tensors are the parameters *detached* (`param.detach()`): new tensor objects that do not track gradients but share the parameters' memory, so they change whenever training goes on. To keep a snapshot, for example the best weights so far, copy it with `copy.deepcopy` or save it to a file straight away. Comparing memory addresses shows the difference:
 
 # %% [markdown] lang="zh-CN"
-# `state_dict()` 不会复制任何数据：其中的张量是参数经过*分离*（`param.detach()`）得到的新张量对象，它们不记录梯度，但与参数共享同一块内存，所以训练一继续，它们也跟着改变。如果要保留一份快照，比如迄今最好的权重，就要用 `copy.deepcopy` 复制一份，或者立即保存到文件中。比较一下内存地址就能看出区别：
+# `state_dict()` 不会复制任何数据：其中的张量是参数经过*分离*（`param.detach()`）得到的新张量对象，它们不记录梯度，但与参数共享同一块内存，所以训练一继续，它们也跟着改变。如果要留下一份快照，比如迄今最好的权重，就要用 `copy.deepcopy` 复制一份，或者立即保存到文件中。比较一下内存地址就能看出区别：
 
 # %%
 live = model.state_dict()
 snapshot = copy.deepcopy(model.state_dict())
-print("state_dict() shares the model's memory:", live['output.bias'].data_ptr() == model.output.bias.data_ptr())
-# zh-CN: print("state_dict() 与模型共享内存： ", live['output.bias'].data_ptr() == model.output.bias.data_ptr())
-print("a deep copy shares it:                 ", snapshot['output.bias'].data_ptr() == model.output.bias.data_ptr())
-# zh-CN: print("深拷贝的副本与模型共享内存：", snapshot['output.bias'].data_ptr() == model.output.bias.data_ptr())
+print(f"state_dict() shares the model's memory: {live['output.bias'].data_ptr() == model.output.bias.data_ptr()}")
+# zh-CN: print(f"state_dict() 与模型共享内存：{live['output.bias'].data_ptr() == model.output.bias.data_ptr()}")
+print(f"a deep copy shares it:                  {snapshot['output.bias'].data_ptr() == model.output.bias.data_ptr()}")
+# zh-CN: print(f"深拷贝的副本与模型共享内存：{snapshot['output.bias'].data_ptr() == model.output.bias.data_ptr()}")
 
 # %% [markdown] lang="en"
 # The simplest thing to do is to save the state dict with `torch.save`, here to a file `checkpoint.pth` (`.pth` and `.pt` are the usual extensions for PyTorch files).
@@ -297,17 +302,17 @@ print(state_dict.keys())
 # **Which PyTorch is recent enough?** `weights_only=True` is a restricted unpickler, not a sandbox, and it has had security bugs. [CVE-2025-32434](https://github.com/pytorch/pytorch/security/advisories/GHSA-53q9-r3pm-6pq6): a crafted file could run code through `torch.load(..., weights_only=True)` in every version up to 2.5.1 (fixed in 2.6.0). [CVE-2026-24747](https://github.com/pytorch/pytorch/security/advisories/GHSA-63cw-57p8-fm3p): a crafted file could corrupt memory in the weights-only unpickler (fixed in 2.10.0). So these lessons need PyTorch 2.10 or newer, the version from which loading a file you did not make with `weights_only=True` is considered safe today. Keep PyTorch up to date, and for files from strangers prefer safetensors, a format that holds no code at all (lesson 3).
 
 # %% [markdown] lang="zh-CN"
-# **PyTorch 要多新才够？** `weights_only=True` 是一个受限的反序列化器，而不是沙箱，它本身也出现过安全漏洞。[CVE-2025-32434](https://github.com/pytorch/pytorch/security/advisories/GHSA-53q9-r3pm-6pq6)：在 2.5.1 及以前的所有版本中，精心构造的文件可以通过 `torch.load(..., weights_only=True)` 执行代码（在 2.6.0 中修复）。[CVE-2026-24747](https://github.com/pytorch/pytorch/security/advisories/GHSA-63cw-57p8-fm3p)：精心构造的文件可以破坏 weights-only 反序列化器的内存（在 2.10.0 中修复）。因此，本系列课程需要 PyTorch 2.10 或更新的版本：按目前所知，从这个版本起，用 `weights_only=True` 加载不是你自己生成的文件才被认为是安全的。请及时更新 PyTorch；对于来自陌生人的文件，优先使用根本不包含代码的 safetensors 格式（第 3 课）。
+# **PyTorch 要多新才够？** `weights_only=True` 是一个受限的反序列化器，而不是沙箱，它本身也出现过安全漏洞。[CVE-2025-32434](https://github.com/pytorch/pytorch/security/advisories/GHSA-53q9-r3pm-6pq6)：在 2.5.1 及以前的所有版本中，精心构造的文件可以通过 `torch.load(..., weights_only=True)` 执行代码（在 2.6.0 中修复）。[CVE-2026-24747](https://github.com/pytorch/pytorch/security/advisories/GHSA-63cw-57p8-fm3p)：精心构造的文件可以破坏 weights-only 反序列化器的内存（在 2.10.0 中修复）。因此，本系列课程要求 PyTorch 2.10 或更新的版本：就目前所知，从这个版本起，用 `weights_only=True` 加载别人生成的文件才算安全。请及时更新 PyTorch；对于来自陌生人的文件，优先使用根本不包含代码的 safetensors 格式（第 3 课）。
 
 # %%
 print(f"PyTorch {torch.__version__}, 2.10 or newer: {torch.__version__ >= '2.10'}")
 # zh-CN: print(f"PyTorch {torch.__version__}，是否为 2.10 或更新的版本：{torch.__version__ >= '2.10'}")
 
 # %% [markdown] lang="en"
-# To load the state dict into a network, call `model.load_state_dict(state_dict)`. It copies every tensor into the parameter or buffer of the same name, and returns the keys that did *not* match: `missing_keys` (the model has them, the file does not) and `unexpected_keys` (the other way round). With the default `strict=True`, any such key raises an error instead, so a call that returns has matched them all:
+# To load the state dict into a network, call `model.load_state_dict(state_dict)`. It copies every tensor into the parameter or buffer of the same name, and returns the keys that did *not* match: `missing_keys` (the model has them, the file does not) and `unexpected_keys` (the other way round). With the default `strict=True`, any such key raises an error instead, so a call that returns has matched them all; its result shows as `<All keys matched successfully>`:
 
 # %% [markdown] lang="zh-CN"
-# 要把状态字典加载到网络中，调用 `model.load_state_dict(state_dict)`。它会把每个张量复制到同名的参数或缓冲区中，并返回*没有*匹配上的键：`missing_keys`（模型有、文件里没有的）和 `unexpected_keys`（文件里有、模型没有的）。在默认的 `strict=True` 下，只要出现这样的键就会直接报错，因此调用能正常返回，就说明所有的键都匹配上了：
+# 要把状态字典加载到网络中，调用 `model.load_state_dict(state_dict)`。它会把每个张量复制到同名的参数或缓冲区中，并返回*没有*匹配上的键：`missing_keys`（模型有、文件里没有的）和 `unexpected_keys`（文件里有、模型没有的）。在默认的 `strict=True` 下，只要出现这样的键就会直接报错，因此调用能正常返回，就说明所有的键都匹配上了；它返回的结果显示为 `<All keys matched successfully>`（所有键都匹配成功）：
 
 # %%
 model.load_state_dict(state_dict)
@@ -318,7 +323,7 @@ model.load_state_dict(state_dict)
 # We catch the error and print it, so the notebook keeps running, and we give the new network its own name: `model` stays the trained network that we save below.
 
 # %% [markdown] lang="zh-CN"
-# 看上去很简单，但只有当模型的架构与检查点完全一致时，状态字典才能加载成功。如果网络的隐藏层不同，比如 `[400, 200, 100]`，就装不下这些张量：`load_state_dict` 会抛出 `RuntimeError`，列出所有尺寸不匹配的地方。
+# 看上去很简单，但只有当模型的架构与检查点完全一致时，状态字典才能加载成功。如果网络的隐藏层不同，比如 `[400, 200, 100]`，就装不下这些张量：`load_state_dict` 会抛出 `RuntimeError`，列出所有尺寸不匹配的地方。下面打印的英文错误信息中，每一行 `size mismatch`（尺寸不匹配）对应一个张量：先是检查点中的形状，再是当前模型中的形状。
 #
 # 这里我们捕获这个错误并打印出来，让 notebook 继续运行；同时给新网络起一个单独的名字，让 `model` 仍然是我们接下来要保存的、训练好的网络。
 
@@ -401,7 +406,7 @@ print(loaded_model)
 # %% [markdown] lang="zh-CN"
 # ### `assign=True`：加载出来的张量直接成为参数
 #
-# `model.load_state_dict(state_dict, assign=True)`（PyTorch 2.1 起）不做复制，而是让加载出来的每个张量本身成为参数（包装成 `nn.Parameter`）。这时模型最终在哪里，*就*由 `map_location` 决定了。这样我们可以先在 `meta` 设备上构建网络（它只记录形状，不分配内存），再直接用文件中的张量填满它：对于大模型，权重不会在内存中存两份。代价是：在这样的加载*之前*创建的优化器仍然持有旧的参数，所以优化器要在加载之后再创建。
+# `model.load_state_dict(state_dict, assign=True)`（PyTorch 2.1 起）不做复制，而是让加载出来的每个张量本身成为参数（包装成 `nn.Parameter`）。这时模型最终在哪里，*就*由 `map_location` 决定了。这样我们可以先在 `meta` 设备上构建网络（它只记录形状，不分配内存），再直接用文件中的张量填满它：对于大模型，内存中不会同时有两份权重。代价是：在这样的加载*之前*创建的优化器仍然持有旧的参数，所以优化器要在加载之后再创建。
 
 # %%
 saved = torch.load('checkpoint.pth', map_location=device, weights_only=True)
@@ -411,16 +416,16 @@ with torch.device('meta'):             # shapes only: no memory for the weights
                                   saved['hidden_layers'], saved['drop_p'])
 too_early = optim.Adam(meta_model.parameters(), lr=0.001)   # wrong: created before the load
                                                             # zh-CN: 错误：在加载之前创建
-print("before loading:", devices.model_device(meta_model))
-# zh-CN: print("加载之前：", devices.model_device(meta_model))
+print(f"before loading: {devices.model_device(meta_model)}")
+# zh-CN: print(f"加载之前：{devices.model_device(meta_model)}")
 meta_model.load_state_dict(saved['state_dict'], assign=True)
-print("after loading with assign=True:", devices.model_device(meta_model))
-# zh-CN: print("用 assign=True 加载之后：", devices.model_device(meta_model))
+print(f"after loading with assign=True: {devices.model_device(meta_model)}")
+# zh-CN: print(f"用 assign=True 加载之后：{devices.model_device(meta_model)}")
 assert devices.model_device(meta_model) == devices.model_device(loaded_model)
 assert meta_model.output.weight.data_ptr() == saved['state_dict']['output.weight'].data_ptr()
 stale = too_early.param_groups[0]['params'][0] is not meta_model.hidden_layers[0].weight
-print("the optimizer created too early holds the old parameters:", stale)
-# zh-CN: print("过早创建的优化器持有的是旧参数：", stale)
+print(f"the optimizer created too early holds the old parameters: {stale}")
+# zh-CN: print(f"过早创建的优化器持有的是旧参数：{stale}")
 
 # %% [markdown] lang="en"
 # ## Did it work?
@@ -444,7 +449,7 @@ _, trained_accuracy = fc_model.validation(model, fast_testloader, criterion)
 _, loaded_accuracy = fc_model.validation(loaded_model, fast_testloader, criterion)
 assert loaded_accuracy == trained_accuracy
 print(f"Test accuracy of the trained model:  {trained_accuracy:.4f}")
-# zh-CN: print(f"训练好的模型的测试准确率：  {trained_accuracy:.4f}")
+# zh-CN: print(f"刚训练好的模型的测试准确率：{trained_accuracy:.4f}")
 print(f"Test accuracy of the reloaded model: {loaded_accuracy:.4f}")
 # zh-CN: print(f"重新加载的模型的测试准确率：{loaded_accuracy:.4f}")
 
@@ -457,8 +462,8 @@ print(f"Test accuracy of the reloaded model: {loaded_accuracy:.4f}")
 # %%
 with torch.no_grad():
     probabilities = torch.exp(loaded_model(test_images[:1]))
-print("Label:", helper.FASHION_MNIST_CLASSES[test_labels[0]])
-# zh-CN: print("标签：", helper.FASHION_MNIST_CLASSES[test_labels[0]])
+print(f"Label: {helper.FASHION_MNIST_CLASSES[test_labels[0]]}")
+# zh-CN: print(f"标签：{helper.FASHION_MNIST_CLASSES[test_labels[0]]}")
 figure = helper.view_classify(test_images[0], probabilities)
 
 # %% [markdown] lang="en"
@@ -472,7 +477,7 @@ figure = helper.view_classify(test_images[0], probabilities)
 # %% [markdown] lang="zh-CN"
 # ## 小结
 #
-# - 模型的参数和持久缓冲区保存在 `state_dict` 中，用 `torch.save(model.state_dict(), path)` 保存。其中的张量与模型正在使用的参数共享内存：要保留快照，就用 `copy.deepcopy` 复制一份。
+# - 模型的参数和持久缓冲区都在 `state_dict` 中，用 `torch.save(model.state_dict(), path)` 保存。其中的张量与模型正在使用的参数共享内存：要留下快照，就用 `copy.deepcopy` 复制一份。
 # - 用 `torch.load(path, map_location=..., weights_only=True)` 加载（每次都写出 `weights_only`，并使用 PyTorch 2.10 或更新的版本），再对同样架构的模型调用 `model.load_state_dict(...)`；只要有键或尺寸不匹配，它就会报错。
 # - `map_location` 决定加载出来的张量放在哪里，`model.to(device)` 决定模型放在哪里；`load_state_dict` 只复制数值，不移动任何东西，除非传入 `assign=True`：这时加载出来的张量直接成为参数，优化器必须在加载之后再创建。
 # - 把架构一并存入检查点，这样只凭文件就能重建模型；预测之前记得调用 `eval()`。
@@ -480,28 +485,28 @@ figure = helper.view_classify(test_images[0], probabilities)
 # %% [markdown] lang="en"
 # ## Exercises
 #
-# Now write the code yourself. Each exercise asks for a function; the cell after it checks your answer on a small network of its own and says what is missing or wrong. The exercises need nothing from the cells above except the next cell, so they also work after a kernel restart. In the student edition each answer is `raise NotImplementedError()`: replace it with your code.
+# Each exercise asks you to write a function; the check cell right after it runs your function on small networks of its own and tells you what is missing or wrong. Run the next cell first: it imports what the exercises need, so they work even after a kernel restart, without the cells above. In the student edition each answer is `raise NotImplementedError()`: replace it with your code, run that cell, then run the check cell after it.
 
 # %% [markdown] lang="zh-CN"
 # ## 练习
 #
-# 现在轮到你自己写代码了。每道练习要求写一个函数；紧随其后的检查单元格会用它自己创建的小网络检验你的答案，并指出缺了什么或错在哪里。这些练习只依赖紧接着的下一个单元格，不需要上面的任何单元格，所以重启内核之后也能直接做。在学生版中，每个答案都是 `raise NotImplementedError()`：把它换成你的代码。
+# 每道练习都要求你写一个函数；紧跟在它后面的检查单元格会用自己创建的小网络运行你的函数，并告诉你缺了什么或错在哪里。请先运行下面这个单元格：它导入练习需要的一切，所以即使重启了内核、没有运行上面的单元格，也能做练习。在学生版中，每个答案都是 `raise NotImplementedError()`：把它换成你的代码，运行这个单元格，再运行它后面的检查单元格。
 
 # %%
 import copy
 
 import torch
 
-import exercise_checks
+from saveload_lessons import exercise_checks
 
 check = exercise_checks.for_lesson(1, language="en")
 # zh-CN: check = exercise_checks.for_lesson(1, language="zh-CN")
 
 # %% [markdown] lang="en"
-# **Exercise 1.1: save the weights, and only the weights.** Write `save_weights(model, path)` so that the file holds the model's `state_dict` and loads with `torch.load(path, weights_only=True)`.
+# **Exercise 1.1: save the weights, and only the weights.** Write `save_weights(model, path)` so that the file holds the model's `state_dict` and loads with `torch.load(path, weights_only=True)`. The cell after it checks your function.
 
 # %% [markdown] lang="zh-CN"
-# **练习 1.1：只保存权重。** 编写 `save_weights(model, path)`，使文件中保存的是模型的 `state_dict`，并且能用 `torch.load(path, weights_only=True)` 加载。
+# **练习 1.1：只保存权重。** 编写 `save_weights(model, path)`，使文件中保存的是模型的 `state_dict`，并且能用 `torch.load(path, weights_only=True)` 加载。后面的单元格会检查你的函数。
 
 # %%
 def save_weights(model, path):
@@ -514,10 +519,10 @@ def save_weights(model, path):
 check.exercise_1(save_weights)
 
 # %% [markdown] lang="en"
-# **Exercise 1.2: a snapshot that training does not change.** Write `snapshot(model)`, which returns the model's weights as they are now, so that they stay the same while the model trains on (you would use it to keep the best weights seen so far). Remember what `state_dict()` returns.
+# **Exercise 1.2: a snapshot that training does not change.** Write `snapshot(model)`, which returns the model's weights as they are now, so that they stay the same while the model trains on (you would use it to keep the best weights seen so far). Remember what `state_dict()` returns. The cell after it checks your function.
 
 # %% [markdown] lang="zh-CN"
-# **练习 1.2：不随训练改变的快照。** 编写 `snapshot(model)`，返回模型此刻的权重，而且这些权重在模型继续训练时保持不变（可以用它保留到目前为止最好的权重）。回想一下 `state_dict()` 返回的是什么。
+# **练习 1.2：不随训练改变的快照。** 编写 `snapshot(model)`，返回模型此刻的权重，而且这些权重在模型继续训练时保持不变（可以用它留下迄今最好的权重）。回想一下 `state_dict()` 返回的是什么。后面的单元格会检查你的函数。
 
 # %%
 def snapshot(model):

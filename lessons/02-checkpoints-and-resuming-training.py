@@ -15,6 +15,7 @@
 #         with bit-identical weights, `train()` vs `eval()`, the latest and the best checkpoint, atomic
 #         saving and clear errors for damaged files.
 #       zh-CN: 优化器的 `state_dict`、可以安全加载的通用检查点、中断后恢复训练并得到逐位相同的权重、`train()` 与 `eval()`、最新与最佳检查点、原子写入以及文件损坏时清楚的错误提示。
+#     teaching_minutes: 75
 #     quick_run:
 #       epochs: 3
 #       stop_after: 2
@@ -61,10 +62,9 @@ from pathlib import Path
 import torch
 from torch import nn, optim
 
-import checkpoint_io
-import devices
 import fc_model
 import helper
+from saveload_lessons import checkpoint_io, devices, messages
 
 # %% tags=["parameters"]
 epochs = 2                             # total passes over the training images
@@ -95,6 +95,10 @@ if train_size > 60000:
     raise ValueError(f"train_size can be at most 60000 (the training set), got {train_size}")
     # zh-CN: raise ValueError(f"train_size 最多为 60000（训练集的大小），实际为 {train_size}")
 device = devices.get_device(device)
+# The companion modules speak the notebook's language
+# zh-CN: 配套模块使用本 notebook 的语言
+messages.set_language("en")
+# zh-CN: messages.set_language("zh-CN")
 helper.prepare_fashion_mnist(data_dir)
 checkpoint_dir = Path(checkpoint_dir)
 checkpoint_dir.mkdir(parents=True, exist_ok=True)
@@ -137,7 +141,7 @@ print(sgd.state_dict())
 # After one training step it holds a *momentum buffer* for each of the 8 parameter tensors: an exponentially decaying sum of past gradients. At every step SGD multiplies the buffer by the momentum (0.9 here) and adds the new gradient (with the default `dampening=0`), then moves the weights along the buffer instead of along the gradient alone.
 
 # %% [markdown] lang="zh-CN"
-# 训练一步之后，它为 8 个参数张量各保存了一个*动量缓冲区*：这是过去梯度按指数衰减的累加和。每一步，SGD 先把缓冲区乘以动量（这里是 0.9），再加上新的梯度（默认 `dampening=0`），然后沿着缓冲区而不只是沿着当前梯度来更新权重。
+# 训练一步之后，它为 8 个参数张量各持有一个*动量缓冲区*：这是过去梯度按指数衰减的累加和。每一步，SGD 先把缓冲区乘以动量（这里是 0.9），再加上新的梯度（默认 `dampening=0`），然后按缓冲区（而不只是当前的梯度）来更新权重。
 
 # %%
 images, labels = next(iter(trainloader))
@@ -157,16 +161,17 @@ for index, state in sgd.state_dict()['state'].items():
 # Adam, which lesson 1 used, keeps even more per parameter: the step count and exponential moving averages of the gradient (`exp_avg`) and of its square (`exp_avg_sq`). Together they are as large as the model twice over.
 
 # %% [markdown] lang="zh-CN"
-# 第 1 课使用的 Adam 为每个参数保存的信息更多：步数，以及梯度的指数滑动平均（`exp_avg`）和梯度平方的指数滑动平均（`exp_avg_sq`）。这些加起来是模型大小的两倍。
+# 第 1 课使用的 Adam 为每个参数持有的信息更多：步数，以及梯度的指数滑动平均（`exp_avg`）和梯度平方的指数滑动平均（`exp_avg_sq`）。这些加起来是模型大小的两倍。
 
 # %%
 adam = optim.Adam(model.parameters(), lr=0.001)
-print("before a step:", adam.state_dict()['state'])
-# zh-CN: print("训练一步之前：", adam.state_dict()['state'])
+print(f"before a step: {adam.state_dict()['state']}")
+# zh-CN: print(f"训练一步之前：{adam.state_dict()['state']}")
 training_step(model, adam)
-print("after a step: ", {name: (value if value.dim() == 0 else tuple(value.shape))
-# zh-CN: print("训练一步之后：", {name: (value if value.dim() == 0 else tuple(value.shape))
-                          for name, value in adam.state_dict()['state'][0].items()})
+after_a_step = {name: (value if value.dim() == 0 else tuple(value.shape))
+                for name, value in adam.state_dict()['state'][0].items()}
+print(f"after a step:  {after_a_step}")
+# zh-CN: print(f"训练一步之后：{after_a_step}")
 
 # %% [markdown] lang="en"
 # What happens if we resume with the model weights but a *new* optimizer? Below, two copies of the model continue from the same weights. One gets the Adam state back with `load_state_dict`, the other starts a fresh Adam. After a single step the weights already differ: without the optimizer state, resuming is not the same training.
@@ -202,14 +207,14 @@ for name, other in [("restored optimizer", restored_model), ("fresh optimizer", 
 # %% [markdown] lang="en"
 # ## A general checkpoint
 #
-# A checkpoint for resuming training holds more than the weights. The common recipe saves the epoch, the model and optimizer state dicts and the loss. Two details matter:
+# A checkpoint for resuming training holds more than the weights. The common recipe, PyTorch's own [Saving and loading a general checkpoint](https://pytorch.org/tutorials/recipes/recipes/saving_and_loading_a_general_checkpoint.html), saves the epoch, the model and optimizer state dicts and the loss. Two details matter:
 #
 # - **Store the loss as a number** (`loss.item()`). Some tutorials store a loss *object*, such as `nn.NLLLoss()`. Since PyTorch 2.6, `torch.load` uses `weights_only=True` by default and refuses to rebuild arbitrary Python objects, so such a checkpoint no longer loads:
 
 # %% [markdown] lang="zh-CN"
 # ## 通用检查点
 #
-# 用于恢复训练的检查点，包含的不只是权重。常见的做法是保存轮数、模型和优化器的状态字典以及损失。有两个细节很重要：
+# 用于恢复训练的检查点，包含的不只是权重。常见的做法来自 PyTorch 的官方示例 [Saving and loading a general checkpoint](https://pytorch.org/tutorials/recipes/recipes/saving_and_loading_a_general_checkpoint.html)（保存和加载通用检查点）：保存轮数、模型和优化器的状态字典以及损失。有两个细节很重要：
 #
 # - **把损失保存为数字**（`loss.item()`）。有些教程保存的是损失*对象*，比如 `nn.NLLLoss()`。从 PyTorch 2.6 起，`torch.load` 默认使用 `weights_only=True`，拒绝重建任意 Python 对象，因此这样的检查点再也加载不了：
 
@@ -236,17 +241,17 @@ except pickle.UnpicklingError as error:
 # `checkpoint_io.save_checkpoint` writes such a checkpoint: a format tag, the architecture (as in lesson 1), both state dicts, the generator states and whatever training state you pass as plain values. It writes **atomically**: first to a temporary file in the same folder, flushed to disk, then renamed over the old checkpoint in one step. A crash or a kill during a save leaves the previous checkpoint intact, never a half-written file.
 
 # %% [markdown] lang="zh-CN"
-# 这条英文错误信息建议用 `torch.serialization.add_safe_globals` 或 `safe_globals` 放行 `NLLLoss` 这个类；不过在这里，直接保存数字要简单得多。
+# 这条英文错误信息（`Unsupported global`）说明 `NLLLoss` 这个全局对象默认不被放行，并建议用 `torch.serialization.add_safe_globals` 或 `safe_globals` 放行这个类；不过在这里，直接保存数字要简单得多。
 #
 # - **保存随机数生成器的状态**。打乱数据和 dropout 都要用到随机数。要想*完全一致*地继续训练，随机数生成器必须回到写入检查点时的状态。
 #
-# 文件扩展名只是一种约定：`.pt` 和 `.pth` 是 `torch.save` 常用的扩展名，上面那种常见做法用的 `.tar` 也只是它自己的约定；不管文件叫什么名字，`torch.save` 写出的都是 zip 归档。选定一种并始终如一即可。
+# 文件扩展名只是一种约定：`.pt` 和 `.pth` 是 `torch.save` 常用的扩展名，官方示例用的 `.tar` 也只是它自己的约定；不管文件叫什么名字，`torch.save` 写出的都是 zip 归档。选定一种并始终如一即可。
 #
-# `checkpoint_io.save_checkpoint` 会写入这样的检查点：格式标记、架构（与第 1 课一样）、两个状态字典、随机数生成器状态，以及你以普通值传入的训练状态。它采用**原子写入**：先写到同一目录下的临时文件并刷新到磁盘，再一步重命名覆盖旧的检查点。即使保存过程中程序崩溃或被强制终止，之前的检查点也完好无损，绝不会留下写了一半的文件。
+# `checkpoint_io.save_checkpoint` 会写入这样的检查点：格式标记、架构（与第 1 课一样）、两个状态字典、随机数生成器状态，以及你传入的训练状态（都是普通的值）。它采用**原子写入**：先写到同一目录下的临时文件并刷新到磁盘，再通过一次重命名替换旧的检查点。即使保存过程中程序崩溃或被强制终止，之前的检查点也完好无损，绝不会留下写了一半的文件。
 
 # %%
 checkpoint_io.save_checkpoint(checkpoint_dir / 'example.pt', model, adam, epoch=1, step=3, loss=0.5)
-example = checkpoint_io.load_checkpoint(checkpoint_dir / 'example.pt')
+example = checkpoint_io.load_checkpoint(checkpoint_dir / 'example.pt', fc_model.NETWORK)
 for key, value in example.items():
     print(f"{key:22} {type(value).__name__}")
 
@@ -259,7 +264,7 @@ for key, value in example.items():
 # 2. **interrupted**: for `stop_after` epochs only, saving a checkpoint at the end of every epoch (and the best model at every report);
 # 3. **resumed**: a new model and a new optimizer, built from the checkpoint file alone, as a new process would, continue up to `epochs`.
 #
-# If the checkpoint holds everything, runs 1 and 3 end with exactly the same weights. First the uninterrupted run:
+# If the checkpoint holds everything, runs 1 and 3 end with exactly the same weights. First the uninterrupted run (lesson 1 explains its progress lines):
 
 # %% [markdown] lang="zh-CN"
 # ## 先停止，再精确恢复
@@ -270,7 +275,7 @@ for key, value in example.items():
 # 2. **中断**：只训练 `stop_after` 轮，每轮结束时保存检查点（并在每次报告时保存最佳模型）；
 # 3. **恢复**：像一个新进程那样，只凭检查点文件新建模型和优化器，继续训练到第 `epochs` 轮。
 #
-# 如果检查点包含了所需的一切，第 1 次和第 3 次训练最终的权重会完全相同。先进行不中断的训练：
+# 如果检查点包含了所需的一切，第 1 次和第 3 次训练最终的权重会完全相同。先进行不中断的训练（进度行中各项的含义见第 1 课）：
 
 # %% tags=["nbval-ignore-output"]
 torch.manual_seed(seed)
@@ -283,7 +288,7 @@ history_a = fc_model.train(model_a, trainloader, testloader, criterion, optimize
 # The interrupted run. `checkpoint_path` keeps the latest checkpoint (`checkpoint_every=N` would also save every N steps); `best_path` keeps the model with the best test accuracy seen so far. Deleting the model and optimizer afterwards makes sure nothing but the files survives.
 
 # %% [markdown] lang="zh-CN"
-# 接下来是会被中断的训练。`checkpoint_path` 保存最新的检查点（`checkpoint_every=N` 还可以每 N 步保存一次）；`best_path` 保存迄今测试准确率最高的模型。训练结束后删除模型和优化器，确保留下来的只有文件。
+# 接下来是会被中断的训练。最新的检查点写入 `checkpoint_path`（`checkpoint_every=N` 还可以每 N 步保存一次）；迄今测试准确率最高的模型写入 `best_path`。训练结束后删除模型和优化器，确保留下来的只有文件。
 
 # %% tags=["nbval-ignore-output"]
 latest_path = checkpoint_dir / 'latest.pt'
@@ -307,14 +312,14 @@ del model_b, optimizer_b               # as if the process had ended
 # 检查点记录了训练停在哪里：
 
 # %% tags=["nbval-ignore-output"]
-checkpoint = checkpoint_io.load_checkpoint(latest_path, map_location=device)
+checkpoint = checkpoint_io.load_checkpoint(latest_path, fc_model.NETWORK, map_location=device)
 print({key: checkpoint[key] for key in ('epoch', 'step', 'loss', 'architecture')})
 
 # %% [markdown] lang="en"
 # The resumed run builds everything from that file. `train(..., resume=True)` loads the model and optimizer state dicts into the new objects, restores the generator states, and continues with the next epoch, printing only the progress lines that are new.
 
 # %% [markdown] lang="zh-CN"
-# 恢复的训练完全依据这个文件来构建。`train(..., resume=True)` 会把模型和优化器的状态字典加载到新对象中，恢复随机数生成器的状态，然后从下一轮继续，只打印新的进度行。
+# 恢复训练时，一切都从这个文件重建。`train(..., resume=True)` 会把模型和优化器的状态字典加载到新对象中，恢复随机数生成器的状态，然后从下一轮继续，只打印新的进度行。
 
 # %% tags=["nbval-ignore-output"]
 model_c = fc_model.Network(**checkpoint['architecture'])
@@ -333,12 +338,12 @@ def same_tensors(first, second):
 same_weights = same_tensors(model_a.state_dict().values(), model_c.state_dict().values())
 state_a, state_c = optimizer_a.state_dict()['state'], optimizer_c.state_dict()['state']
 same_adam_state = all(same_tensors(state_a[i].values(), state_c[i].values()) for i in state_a)
-print("bit-identical weights:", same_weights)
-# zh-CN: print("权重逐位相同：", same_weights)
-print("bit-identical Adam state:", same_adam_state)
-# zh-CN: print("Adam 状态逐位相同：", same_adam_state)
-print("same history:", history_a == history_c)
-# zh-CN: print("训练记录相同：", history_a == history_c)
+print(f"bit-identical weights: {same_weights}")
+# zh-CN: print(f"权重逐位相同：{same_weights}")
+print(f"bit-identical Adam state: {same_adam_state}")
+# zh-CN: print(f"Adam 状态逐位相同：{same_adam_state}")
+print(f"same history: {history_a == history_c}")
+# zh-CN: print(f"训练记录相同：{history_a == history_c}")
 if device.type == "cpu":
     assert same_weights and same_adam_state and history_a == history_c
 
@@ -356,13 +361,13 @@ if device.type == "cpu":
 # %% [markdown] lang="zh-CN"
 # ### 为什么能做到，以及什么会破坏它
 #
-# 恢复后的训练所计算的每一个数，都取决于四样东西，而检查点把它们全部恢复了：
+# 恢复后的训练算出的每一个数都取决于下面四样东西，而检查点把它们全部恢复了：
 #
 # - **权重**（模型的 `state_dict`）和**优化器状态**（Adam 的滑动平均和步数）；
-# - **数据顺序**：每一轮开始时，`DataLoader` 用从 PyTorch 随机数生成器中取出的数来打乱数据。`train` 也保存了那一刻的生成器状态，因此即使在一轮的中途恢复（`checkpoint_every`），也能得到相同的顺序，并跳过已经训练过的批次；
+# - **数据顺序**：每一轮开始时，`DataLoader` 用从 PyTorch 随机数生成器中取出的数来打乱数据。`train` 也把那一刻的生成器状态保存到检查点中，因此即使在一轮的中途恢复（`checkpoint_every`），也能得到相同的顺序，并跳过已经训练过的批次；
 # - **dropout 掩码**：每一步都从同一个生成器中抽取，所以它当前的状态也要恢复。
 #
-# 只要改变任何一项输入，两次训练就会分道扬镳：换一个批大小、学习率或数据集，使用了依赖 Python `random` 或 NumPy 的数据增强（这些生成器的状态也要保存），或者换了 PyTorch 版本。在 GPU 上，有些运算本身就不是确定性的；`torch.use_deterministic_algorithms(True)` 以速度为代价换取可重复性。这就是本 notebook 只在 CPU 上断言结果逐位相同的原因。
+# 只要改变任何一项输入，两次训练就会分道扬镳：换一个批大小、学习率或数据集，使用了依赖 Python `random` 或 NumPy 的数据增强（这些生成器的状态也要保存），或者换了 PyTorch 版本。在 GPU 上，有些算子本身就不是确定性的；`torch.use_deterministic_algorithms(True)` 以速度为代价换取可重复性。这就是本 notebook 只在 CPU 上断言结果逐位相同的原因。
 
 # %% [markdown] lang="en"
 # ## `train()` and `eval()`
@@ -372,18 +377,18 @@ if device.type == "cpu":
 # %% [markdown] lang="zh-CN"
 # ## `train()` 与 `eval()`
 #
-# `load_network` 和第 1 课的 `load_checkpoint` 都以 `model.eval()` 结尾，原因在于 dropout：在训练模式下，它每次调用时都以概率 `p`（这个网络中是 0.5）把每个隐藏层激活值独立地置零，并把保留下来的激活值乘以 `1 / (1 - p)`（这里是 2），所以同样的图像会得到不同的输出。在评估模式下 dropout 关闭，预测结果是确定的。推理前忘记调用 `eval()`，预测会带有噪声、效果变差；再次训练前忘记调用 `train()`，则会在不知不觉中关闭 dropout。
+# `load_network` 和第 1 课的 `load_checkpoint` 都以 `model.eval()` 结尾，原因在于 dropout：在训练模式下，它每次调用时都以概率 `p`（这个网络中是 0.5）把每个隐藏层激活值独立地置零，并把没有置零的激活值乘以 `1 / (1 - p)`（这里是 2），所以同样的图像会得到不同的输出。在评估模式下 dropout 关闭，预测结果是确定的。推理前忘记调用 `eval()`，预测会带有噪声、效果变差；再次训练前忘记调用 `train()`，则会在不知不觉中关闭 dropout。
 
 # %%
 test_images, test_labels = next(iter(testloader))
 test_images = test_images.to(device)
 with torch.no_grad():
     model_c.train()
-    print("training mode, two calls agree:  ", torch.equal(model_c(test_images), model_c(test_images)))
-    # zh-CN: print("训练模式下，两次调用结果一致：", torch.equal(model_c(test_images), model_c(test_images)))
+    print(f"training mode, two calls agree:   {torch.equal(model_c(test_images), model_c(test_images))}")
+    # zh-CN: print(f"训练模式下，两次调用结果一致：{torch.equal(model_c(test_images), model_c(test_images))}")
     model_c.eval()
-    print("evaluation mode, two calls agree:", torch.equal(model_c(test_images), model_c(test_images)))
-    # zh-CN: print("评估模式下，两次调用结果一致：", torch.equal(model_c(test_images), model_c(test_images)))
+    print(f"evaluation mode, two calls agree: {torch.equal(model_c(test_images), model_c(test_images))}")
+    # zh-CN: print(f"评估模式下，两次调用结果一致：{torch.equal(model_c(test_images), model_c(test_images))}")
 
 # %% [markdown] lang="en"
 # ## The latest and the best checkpoint
@@ -395,20 +400,20 @@ with torch.no_grad():
 # %% [markdown] lang="zh-CN"
 # ## 最新检查点与最佳检查点
 #
-# `latest.pt` 是继续训练的起点；`best.pt` 保存的是测试准确率最高的那次报告时的模型。如果最后几轮出现过拟合，做预测时就应该保留它。两者都可以用 `fc_model.load_network` 加载。（在实际项目中，应当在单独的验证集上挑选最佳模型，而不是在测试集上。）
+# `latest.pt` 是继续训练的起点；`best.pt` 保存的则是各次报告中测试准确率最高时的模型；如果最后几轮出现了过拟合，做预测时就应该用它。两者都可以用 `fc_model.load_network` 加载。（在实际项目中，应当在单独的验证集上挑选最佳模型，而不是在测试集上。）
 #
 # 下面用两项检查确认 `best.pt` 名副其实：它记录的准确率是这次训练所有报告中最高的；把它的权重在同样的测试图像上重新评估，得到的准确率恰好就是这个值（在 CPU 上完全相等；在 GPU 上，计算结果的最后几位可能不同）。
 
 # %% tags=["nbval-ignore-output"]
 for path in (latest_path, best_path):
-    saved = checkpoint_io.load_checkpoint(path)
+    saved = checkpoint_io.load_checkpoint(path, fc_model.NETWORK)
     network = fc_model.load_network(path, map_location=device)
     _, accuracy = fc_model.validation(network, testloader, criterion)
     print(f"{path.name:10} saved at step {saved['step']:5}, test accuracy {accuracy:.4f}")
     # zh-CN: print(f"{path.name:10} 保存于第 {saved['step']:5} 步，测试准确率 {accuracy:.4f}")
 
 # %% tags=["nbval-ignore-output"]
-best_accuracy = checkpoint_io.load_checkpoint(best_path)['best_accuracy']
+best_accuracy = checkpoint_io.load_checkpoint(best_path, fc_model.NETWORK)['best_accuracy']
 _, best_file_accuracy = fc_model.validation(fc_model.load_network(best_path, map_location=device),
                                             testloader, criterion)
 print(f"best.pt records {best_accuracy:.4f}; its weights score {best_file_accuracy:.4f}")
@@ -427,13 +432,13 @@ else:
 # %% [markdown] lang="zh-CN"
 # ## 文件损坏时
 #
-# 只复制了一半的检查点，或者其他类型的文件，会得到一条指明文件名和问题所在的错误信息，而不是来自反序列化器深处的一长串回溯。下面这条英文信息来自 `checkpoint_io`：它说明这个文件不是完整的 PyTorch 检查点，可能被截断、已经损坏，或者根本不是由 `torch.save` 写出的。
+# 加载只复制了一半的检查点或者其他类型的文件时，得到的是一条指明文件名和问题所在的错误信息，而不是来自反序列化器深处的一长串回溯：
 
 # %%
 broken_path = checkpoint_dir / 'broken.pt'
 broken_path.write_bytes(latest_path.read_bytes()[:100_000])
 try:
-    checkpoint_io.load_checkpoint(broken_path)
+    checkpoint_io.load_checkpoint(broken_path, fc_model.NETWORK)
 except checkpoint_io.CheckpointError as error:
     print("checkpoint_io.load_checkpoint refused the damaged file:")
     # zh-CN: print("checkpoint_io.load_checkpoint 拒绝了这个损坏的文件：")
@@ -456,12 +461,12 @@ except checkpoint_io.CheckpointError as error:
 # %% [markdown] lang="en"
 # ## Exercises
 #
-# In this lesson `fc_model.train` saved and resumed for you. Now write that code yourself. Each exercise asks for a function; the cell after it checks your answer on a small model of its own and says what is missing or wrong. The exercises need nothing from the cells above except the next cell, so they also work after a kernel restart. In the student edition each answer is `raise NotImplementedError()`: replace it with your code.
+# Each exercise asks you to write a function; the check cell right after it runs your function on small models of its own and tells you what is missing or wrong. Run the next cell first: it imports what the exercises need, so they work even after a kernel restart, without the cells above. In the student edition each answer is `raise NotImplementedError()`: replace it with your code, run that cell, then run the check cell after it.
 
 # %% [markdown] lang="zh-CN"
 # ## 练习
 #
-# 本课中保存和恢复都由 `fc_model.train` 替你完成。现在请自己写这些代码。每道练习要求写一个函数；紧随其后的检查单元格会用它自己创建的小模型检验你的答案，并指出缺了什么或错在哪里。这些练习只依赖紧接着的下一个单元格，不需要上面的任何单元格，所以重启内核之后也能直接做。在学生版中，每个答案都是 `raise NotImplementedError()`：把它换成你的代码。
+# 每道练习都要求你写一个函数；紧跟在它后面的检查单元格会用自己创建的小模型运行你的函数，并告诉你缺了什么或错在哪里。请先运行下面这个单元格：它导入练习需要的一切，所以即使重启了内核、没有运行上面的单元格，也能做练习。在学生版中，每个答案都是 `raise NotImplementedError()`：把它换成你的代码，运行这个单元格，再运行它后面的检查单元格。
 
 # %%
 from pathlib import Path
@@ -469,16 +474,16 @@ from pathlib import Path
 import torch
 from torch import nn
 
-import exercise_checks
+from saveload_lessons import exercise_checks
 
 check = exercise_checks.for_lesson(2, language="en")
 # zh-CN: check = exercise_checks.for_lesson(2, language="zh-CN")
 
 # %% [markdown] lang="en"
-# **Exercise 2.1: a general checkpoint.** Write `save_general_checkpoint(path, model, optimizer, epoch)`. It saves a dict with the keys `"epoch"`, `"model_state_dict"` and `"optimizer_state_dict"`, so that the file loads with `weights_only=True`.
+# **Exercise 2.1: a general checkpoint.** Write `save_general_checkpoint(path, model, optimizer, epoch)`. It saves a dict with the keys `"epoch"`, `"model_state_dict"` and `"optimizer_state_dict"`, so that the file loads with `weights_only=True`. The cell after it checks your function.
 
 # %% [markdown] lang="zh-CN"
-# **练习 2.1：通用检查点。** 编写 `save_general_checkpoint(path, model, optimizer, epoch)`。它保存一个字典，键为 `"epoch"`、`"model_state_dict"` 和 `"optimizer_state_dict"`，使文件可以用 `weights_only=True` 加载。
+# **练习 2.1：通用检查点。** 编写 `save_general_checkpoint(path, model, optimizer, epoch)`。它保存一个字典，键为 `"epoch"`、`"model_state_dict"` 和 `"optimizer_state_dict"`，使文件可以用 `weights_only=True` 加载。后面的单元格会检查你的函数。
 
 # %%
 def save_general_checkpoint(path, model, optimizer, epoch):
@@ -512,10 +517,10 @@ def resume(path, model, optimizer):
 check.exercise_2(resume)
 
 # %% [markdown] lang="en"
-# **Exercise 2.3: the training loop that survives a stop.** Write `train_with_checkpoints(model, optimizer, batches, epochs, path)`. If `path` exists, it resumes from it (exercise 2.2); then it trains the epochs that are left, up to `epochs`, and saves a general checkpoint (exercise 2.1) after every epoch, with the number of epochs done so far. One epoch is one pass over `batches`, a list of `(inputs, targets)` pairs; each step is `optimizer.zero_grad()`, `nn.functional.mse_loss(model(inputs), targets).backward()`, `optimizer.step()`. The check trains a few epochs straight; then trains again with stops in between, each time with a fresh model that only the file can set right; and compares the weights bit for bit. Its numbers of epochs change from run to run, so the answer has to work for any.
+# **Exercise 2.3: the training loop that survives a stop.** This exercise builds on exercises 2.1 and 2.2: it uses the functions you wrote there, so run their cells first. Write `train_with_checkpoints(model, optimizer, batches, epochs, path)`. If `path` exists, it resumes from it (exercise 2.2); then it trains the epochs that are left, up to `epochs`, and saves a general checkpoint (exercise 2.1) after every epoch, with the number of epochs done so far. One epoch is one pass over `batches`, a list of `(inputs, targets)` pairs; each step is `optimizer.zero_grad()`, `nn.functional.mse_loss(model(inputs), targets).backward()`, `optimizer.step()`. The check trains a few epochs straight; then trains again with stops in between, each time with a fresh model that only the file can set right; and compares the weights bit for bit. Its numbers of epochs change from run to run, so the answer has to work for any.
 
 # %% [markdown] lang="zh-CN"
-# **练习 2.3：中断后仍能继续的训练循环。** 编写 `train_with_checkpoints(model, optimizer, batches, epochs, path)`。如果 `path` 存在，就先从它恢复（练习 2.2）；然后训练剩下的轮数，直到 `epochs` 轮，并在每一轮之后保存一个通用检查点（练习 2.1），记录到目前为止完成的轮数。一轮就是遍历一次 `batches`，它是由 `(inputs, targets)` 组成的列表；每一步依次是 `optimizer.zero_grad()`、`nn.functional.mse_loss(model(inputs), targets).backward()` 和 `optimizer.step()`。检查单元格会先不间断地训练几轮；然后重新训练一遍，中途停下几次，每次停下后都换一个新模型，只有靠文件才能把它恢复到正确的状态；最后逐位比较两种方式得到的权重。检查所用的轮数每次运行都不一样，所以答案必须对任意轮数都成立。
+# **练习 2.3：中断后仍能继续的训练循环。** 这道练习建立在练习 2.1 和 2.2 之上：它要用到你在那里写的函数，所以请先运行那两个单元格。编写 `train_with_checkpoints(model, optimizer, batches, epochs, path)`。如果 `path` 存在，就先从它恢复（练习 2.2）；然后训练剩下的轮数，直到 `epochs` 轮，并在每一轮之后保存一个通用检查点（练习 2.1），记录到目前为止完成的轮数。一轮就是遍历一次 `batches`，它是由 `(inputs, targets)` 组成的列表；每一步依次是 `optimizer.zero_grad()`、`nn.functional.mse_loss(model(inputs), targets).backward()` 和 `optimizer.step()`。检查单元格会先不间断地训练几轮；然后重新训练一遍，中途停下几次，每次停下后都换一个新模型，只有靠文件才能把它恢复到正确的状态；最后逐位比较两种方式得到的权重。检查所用的轮数每次运行都不一样，所以答案必须对任意轮数都成立。
 
 # %%
 def train_with_checkpoints(model, optimizer, batches, epochs, path):

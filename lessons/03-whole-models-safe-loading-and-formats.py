@@ -16,6 +16,7 @@
 #         time, and `torch.export` for deployment.
 #       zh-CN: '`torch.save(model)` 保存了什么、为什么会失效、`safe_globals`、被 `weights_only=True` 拒绝的恶意载荷、把架构写入元数据的
 #         safetensors、文件大小与加载时间，以及用于部署的 `torch.export`。'
+#     teaching_minutes: 75
 #     quick_run:
 #       epochs: 2
 # ---
@@ -63,10 +64,9 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 from torch import nn, optim
 
-import checkpoint_io
-import devices
 import fc_model
 import helper
+from saveload_lessons import checkpoint_io, devices, messages
 
 # %% tags=["parameters"]
 epochs = 1                             # passes over the training images
@@ -83,6 +83,10 @@ seed = 7                               # fixes the initial weights, the data ord
 # %% tags=["nbval-ignore-output"]
 fc_model.check_positive_int(epochs=epochs)
 device = devices.get_device(device)
+# The companion modules speak the notebook's language
+# zh-CN: 配套模块使用本 notebook 的语言
+messages.set_language("en")
+# zh-CN: messages.set_language("zh-CN")
 helper.prepare_fashion_mnist(data_dir)
 model_dir = Path(model_dir)
 model_dir.mkdir(parents=True, exist_ok=True)
@@ -156,7 +160,7 @@ except AttributeError as error:
 # Since PyTorch 2.6, `torch.load` uses `weights_only=True` by default; we write it out all the same, every time (a section below shows why). It rebuilds tensors, numbers, strings and containers, and refuses every other class unless you allow it. Our whole-model file is refused:
 
 # %% [markdown] lang="zh-CN"
-# pickle 在 `__main__` 中找不到名为 `TinyNet` 的类，于是加载失败。
+# pickle 在 `__main__` 中找不到名为 `TinyNet` 的类，于是抛出 `AttributeError`，加载失败。
 #
 # 从 PyTorch 2.6 起，`torch.load` 默认使用 `weights_only=True`；尽管如此，我们每次都把它写出来（下面有一节说明原因）。它只重建张量、数字、字符串和容器，除非你明确放行，否则拒绝其他任何类。我们的完整模型文件因此被拒绝：
 
@@ -174,7 +178,7 @@ except pickle.UnpicklingError as error:
 # The safe way is to allow exactly the classes the file needs, no more, with the `torch.serialization.safe_globals` context manager. We take the list from `get_unsafe_globals_in_checkpoint`, check that every entry is a class we know, and pass those classes (the objects, not their names). Anything else in the file is still refused.
 
 # %% [markdown] lang="zh-CN"
-# 这条英文错误信息说明，`fc_model.Network` 默认不在放行之列，并建议用 `torch.serialization.add_safe_globals` 或 `safe_globals` 上下文管理器放行它（前提是你信任这个类）。
+# 这条英文错误信息（`Unsupported global`）说明，`fc_model.Network` 默认不在放行之列，并建议用 `torch.serialization.add_safe_globals` 或 `safe_globals` 上下文管理器放行它（前提是你信任这个类）。
 #
 # ## 仍然要加载它：安全的做法
 #
@@ -206,24 +210,24 @@ print(type(whole_model).__name__, "loaded; same predictions as the trained model
 # %% [markdown] lang="zh-CN"
 # `torch.load` 的错误信息还提到了第二种办法：`torch.serialization.add_safe_globals`。它放行的是同样的类，但作用于整个 Python 进程，而且从此一直有效，而不只是在一个 `with` 块内。对于要加载大量同类已知文件的脚本，这很合适；但在 notebook 或库中，它也会放宽*其他所有* `torch.load` 调用能接受的内容，所以在那些场合更应该使用作用范围有限的 `safe_globals`。
 #
-# 撤销 `add_safe_globals` 时要小心。`get_safe_globals()` 返回的是*额外添加*到 PyTorch 内置放行清单中的全局对象，而不是这份内置清单本身（`clear_safe_globals()` 也不会改动内置清单）。不过，在我们开始之前它就不是空的：PyTorch 的一些部分在被导入时会添加它们自己的类。只调用 `clear_safe_globals()` 会把这些也一并删掉，所以我们先把清单保存下来，用完后再恢复。作用范围有限的 `safe_globals` 也有需要注意的地方：在它的 `with` 块执行期间，它放行的类对进程中的每一次 `torch.load` 都有效；`with` 块结束时，它会删除这些类，即使其中有些类在它开始之前就已经被添加过。
+# 撤销 `add_safe_globals` 时要小心。`get_safe_globals()` 返回的是*额外添加*到 PyTorch 内置放行清单中的全局对象，而不是这份内置清单本身（`clear_safe_globals()` 也不会改动内置清单）。不过，在我们开始之前它就不是空的：PyTorch 的某些模块在导入时就会添加自己的类。只调用 `clear_safe_globals()` 会把这些也一并删掉，所以我们先记下这份清单，用完后再恢复。作用范围有限的 `safe_globals` 也有需要注意的地方：在它的 `with` 块执行期间，它放行的类对进程中的每一次 `torch.load` 都有效；`with` 块结束时，它会删除这些类，即使其中有些类在它开始之前就已经被添加过。
 
 # %%
 allowed_before = torch.serialization.get_safe_globals()
-print("the list was not empty before we added anything:", len(allowed_before) > 0)
-# zh-CN: print("在我们添加任何东西之前，清单就不是空的：", len(allowed_before) > 0)
+print(f"the list was not empty before we added anything: {len(allowed_before) > 0}")
+# zh-CN: print(f"在我们添加任何东西之前，清单就不是空的：{len(allowed_before) > 0}")
 torch.serialization.add_safe_globals([known_classes[name] for name in needed])
 whole_again = torch.load(whole_path, map_location=device, weights_only=True)   # no with block
                                                                               # zh-CN: 没有 with 块
-print("Network allowed everywhere:", fc_model.Network in torch.serialization.get_safe_globals())
-# zh-CN: print("Network 在整个进程中都被放行：", fc_model.Network in torch.serialization.get_safe_globals())
+print(f"Network allowed everywhere: {fc_model.Network in torch.serialization.get_safe_globals()}")
+# zh-CN: print(f"Network 在整个进程中都被放行：{fc_model.Network in torch.serialization.get_safe_globals()}")
 
 torch.serialization.clear_safe_globals()                     # back to the list we started with
                                                              # zh-CN: 恢复到最初的清单
 torch.serialization.add_safe_globals(allowed_before)
 assert set(torch.serialization.get_safe_globals()) == set(allowed_before)
-print("Network allowed everywhere:", fc_model.Network in torch.serialization.get_safe_globals())
-# zh-CN: print("Network 在整个进程中都被放行：", fc_model.Network in torch.serialization.get_safe_globals())
+print(f"Network allowed everywhere: {fc_model.Network in torch.serialization.get_safe_globals()}")
+# zh-CN: print(f"Network 在整个进程中都被放行：{fc_model.Network in torch.serialization.get_safe_globals()}")
 
 # %% [markdown] lang="en"
 # `torch.load(path, weights_only=False)` would also load it, by running the full unpickler. That is acceptable only for a file you made yourself and that nobody could have changed since. For anything downloaded, shared or received, use `weights_only=True` (with `safe_globals` for classes you trust), or better a format that cannot hold code at all. The section *Why it matters* below shows why.
@@ -285,8 +289,8 @@ class Payload:
 
 evil_path = model_dir / 'evil_checkpoint.pth'
 torch.save({'state_dict': model.state_dict(), 'extra': Payload()}, evil_path)
-print("the file asks for:", torch.serialization.get_unsafe_globals_in_checkpoint(evil_path))
-# zh-CN: print("这个文件引用的类和函数：", torch.serialization.get_unsafe_globals_in_checkpoint(evil_path))
+print(f"the file asks for: {torch.serialization.get_unsafe_globals_in_checkpoint(evil_path)}")
+# zh-CN: print(f"这个文件引用的类和函数：{torch.serialization.get_unsafe_globals_in_checkpoint(evil_path)}")
 
 refusals = []
 try:
@@ -296,7 +300,7 @@ except pickle.UnpicklingError:
     print("torch.load(weights_only=True) refused the file")
     # zh-CN: print("torch.load(weights_only=True) 拒绝加载这个文件")
 try:
-    checkpoint_io.load_checkpoint(evil_path)
+    checkpoint_io.load_checkpoint(evil_path, fc_model.NETWORK)
 except checkpoint_io.CheckpointError as error:
     refusals.append('checkpoint_io')
     print("checkpoint_io.load_checkpoint refused the file as well:")
@@ -307,15 +311,13 @@ assert refusals == ['torch.load', 'checkpoint_io'], f"only these refused the fil
 # zh-CN: assert refusals == ['torch.load', 'checkpoint_io'], f"只有这些拒绝了这个文件：{refusals}"
 assert not marker.exists(), "the payload ran!"
 # zh-CN: assert not marker.exists(), "载荷被执行了！"
-print("marker file exists:", marker.exists())
-# zh-CN: print("标记文件是否存在：", marker.exists())
+print(f"marker file exists: {marker.exists()}")
+# zh-CN: print(f"标记文件是否存在：{marker.exists()}")
 
 # %% [markdown] lang="en"
 # `get_unsafe_globals_in_checkpoint` reads the file without unpickling it, so it is a safe way to look inside a suspicious file. Had we passed `weights_only=False`, `exec` would have run the code and created the marker; a real attacker's code would do something far worse. (`weights_only=True` is a restricted unpickler, not a sandbox, and it has had security bugs of its own: lesson 1 names the two advisories and why these lessons need PyTorch 2.10 or newer. Keep PyTorch up to date, and prefer formats that hold no code.)
 
 # %% [markdown] lang="zh-CN"
-# `checkpoint_io.load_checkpoint` 的英文提示说明：这个文件除了张量和数字之外还包含 Python 对象（这里是 `builtins.exec`），所以被拒绝；反序列化这样的文件可能执行任意代码，只有文件是你自己生成的，才可以用 `weights_only=False` 加载。
-#
 # `get_unsafe_globals_in_checkpoint` 读取文件时不会进行反序列化，因此用它检查可疑文件是安全的。如果我们传入了 `weights_only=False`，`exec` 就会执行这段代码并创建标记文件；真正的攻击者执行的代码会危险得多。（`weights_only=True` 是一个受限的反序列化器，而不是沙箱，它本身也出现过安全漏洞：第 1 课列出了这两份安全公告，并说明了本系列课程为什么需要 PyTorch 2.10 或更新的版本。要及时更新 PyTorch，并优先使用不包含代码的格式。）
 
 # %% [markdown] lang="en"
@@ -328,18 +330,18 @@ print("marker file exists:", marker.exists())
 # %% [markdown] lang="zh-CN"
 # ## safetensors：没有任何可执行内容的权重文件
 #
-# [safetensors](https://huggingface.co/docs/safetensors) 是一种只保存张量和一个小型 JSON 文件头（含字符串元数据）的文件格式。加载时只解析文件头并复制字节，没有任何可能执行代码的路径。它是分享权重时常用的格式，例如在 Hugging Face Hub 上。
+# [safetensors](https://huggingface.co/docs/safetensors) 是一种只保存张量和一个小型 JSON 文件头（含字符串元数据）的文件格式。加载时只解析文件头并复制字节，没有任何可能执行代码的路径。在 Hugging Face Hub 等地方分享权重，通常用的就是这种格式。
 #
-# `checkpoint_io.save_safetensors` 保存权重，并把架构以 JSON 形式写入元数据（和第 2 课的检查点一样采用原子写入）。下面是这个文件对自身的描述：
+# `checkpoint_io.save_safetensors` 保存权重，并把架构以 JSON 形式写入元数据（和第 2 课的检查点一样采用原子写入）。来看看这个文件里记录了什么：
 
 # %%
 safetensors_path = model_dir / 'model.safetensors'
 checkpoint_io.save_safetensors(safetensors_path, model)
 with safe_open(safetensors_path, framework='pt') as file:
-    print("metadata:", dict(sorted(file.metadata().items())))
-    # zh-CN: print("元数据：", dict(sorted(file.metadata().items())))
-    print("tensors: ", sorted(file.keys()))
-    # zh-CN: print("张量：  ", sorted(file.keys()))
+    print(f"metadata: {dict(sorted(file.metadata().items()))}")
+    # zh-CN: print(f"元数据：{dict(sorted(file.metadata().items()))}")
+    print(f"tensors:  {sorted(file.keys())}")
+    # zh-CN: print(f"张量名：{sorted(file.keys())}")
 
 # %% [markdown] lang="en"
 # The metadata is enough to rebuild the network without any other information: read the architecture, build `fc_model.Network(**architecture)` and load the tensors. That is what `fc_model.load_network` does with such a file (it also checks every step and names the file when something is wrong):
@@ -358,8 +360,8 @@ loaded = fc_model.load_network(safetensors_path, map_location=device)
 with torch.no_grad():
     assert torch.equal(rebuilt(test_images), model(test_images))
     assert torch.equal(loaded(test_images), model(test_images))
-print("rebuilt from the metadata alone:", architecture)
-# zh-CN: print("仅凭元数据重建：", architecture)
+print(f"rebuilt from the metadata alone: {architecture}")
+# zh-CN: print(f"仅凭元数据重建：{architecture}")
 
 # %% [markdown] lang="en"
 # ### Size and speed
@@ -430,7 +432,7 @@ for name, load in loaders.items():
 # %% [markdown] lang="zh-CN"
 # ## 为部署而导出：`torch.export`
 #
-# 一个只负责预测的服务不应该依赖你的训练代码。`torch.export.export` 会把网络追踪成一个 `ExportedProgram`：由 PyTorch 运算组成的计算图，连同权重一起。`torch.export.save` 把它写入 `.pt2` 文件。我们把批次这一维标记为动态的，这样导出的程序可以接受任意数量的图像。
+# 一个只负责预测的服务不应该依赖你的训练代码。`torch.export.export` 会把网络追踪成一个 `ExportedProgram`：由 PyTorch 算子组成的计算图，连同权重一起。`torch.export.save` 把它写入 `.pt2` 文件。我们把批次这一维标记为动态的，这样导出的程序可以接受任意数量的图像。
 
 # %% tags=["nbval-ignore-output"]
 cpu_model = fc_model.Network(**model.architecture)
@@ -460,12 +462,13 @@ import sys, torch
 program = torch.export.load({str(export_path)!r})
 images = torch.load({str(model_dir / 'example_images.pt')!r}, weights_only=True)
 torch.save(program.module()(images), {str(model_dir / 'exported_predictions.pt')!r})
-print("fc_model imported by the child process:", 'fc_model' in sys.modules)
+print('fc_model' in sys.modules)
 '''
 result = subprocess.run([sys.executable, '-c', child_code], capture_output=True, text=True, check=True)
 print("the child process reports whether it imported fc_model:")
 # zh-CN: print("子进程报告它是否导入了 fc_model：")
-print(result.stdout.strip())
+print(f"fc_model imported by the child process: {result.stdout.strip()}")
+# zh-CN: print(f"子进程是否导入了 fc_model：{result.stdout.strip()}")
 
 exported_predictions = torch.load(model_dir / 'exported_predictions.pt', weights_only=True)
 with torch.no_grad():
@@ -492,12 +495,12 @@ print("the exported program predicts the same classes for all", len(example), "i
 # %% [markdown] lang="en"
 # ## Exercises
 #
-# Each exercise asks for a function; the cell after it checks your answer on small files of its own and says what is missing or wrong. The exercises need nothing from the cells above except the next cell, so they also work after a kernel restart. In the student edition each answer is `raise NotImplementedError()`: replace it with your code.
+# Each exercise asks you to write a function; the check cell right after it runs your function on small files of its own and tells you what is missing or wrong. Run the next cell first: it imports what the exercises need, so they work even after a kernel restart, without the cells above. In the student edition each answer is `raise NotImplementedError()`: replace it with your code, run that cell, then run the check cell after it.
 
 # %% [markdown] lang="zh-CN"
 # ## 练习
 #
-# 每道练习要求写一个函数；紧随其后的检查单元格会用它自己创建的小文件检验你的答案，并指出缺了什么或错在哪里。这些练习只依赖紧接着的下一个单元格，不需要上面的任何单元格，所以重启内核之后也能直接做。在学生版中，每个答案都是 `raise NotImplementedError()`：把它换成你的代码。
+# 每道练习都要求你写一个函数；紧跟在它后面的检查单元格会用自己创建的小文件运行你的函数，并告诉你缺了什么或错在哪里。请先运行下面这个单元格：它导入练习需要的一切，所以即使重启了内核、没有运行上面的单元格，也能做练习。在学生版中，每个答案都是 `raise NotImplementedError()`：把它换成你的代码，运行这个单元格，再运行它后面的检查单元格。
 
 # %%
 import datetime
@@ -506,16 +509,16 @@ import json
 import safetensors.torch
 import torch
 
-import exercise_checks
+from saveload_lessons import exercise_checks
 
 check = exercise_checks.for_lesson(3, language="en")
 # zh-CN: check = exercise_checks.for_lesson(3, language="zh-CN")
 
 # %% [markdown] lang="en"
-# **Exercise 3.1: an allowlist for one file.** The check saves a dict that holds a tensor, the date of the run (a `datetime.date`) and its duration (a `datetime.timedelta`); `torch.load(path, weights_only=True)` refuses it. Write `load_with_allowlist(path)`, which loads such a file with `weights_only=True`, allowing exactly the classes it needs and only for this one load. Find them with `torch.serialization.get_unsafe_globals_in_checkpoint` on a file you save yourself. The check also hands it a hostile file, which must still be refused.
+# **Exercise 3.1: an allowlist for one file.** The check saves a dict that holds a tensor, the date of the run (a `datetime.date`) and its duration (a `datetime.timedelta`); `torch.load(path, weights_only=True)` refuses it. Write `load_with_allowlist(path)`, which loads such a file with `weights_only=True`, allowing exactly the classes it needs and only for this one load, and returns what the file holds: the loaded dict, with its tensor, date and duration. Find them with `torch.serialization.get_unsafe_globals_in_checkpoint` on a file you save yourself. The check also hands it a hostile file, which must still be refused.
 
 # %% [markdown] lang="zh-CN"
-# **练习 3.1：只针对一个文件的放行清单。** 检查单元格会保存一个字典，其中有一个张量、运行日期（`datetime.date`）和运行时长（`datetime.timedelta`）；`torch.load(path, weights_only=True)` 会拒绝加载它。编写 `load_with_allowlist(path)`：用 `weights_only=True` 加载这样的文件，恰好放行它需要的那几个类，并且只在这一次加载中放行。可以自己保存一个这样的文件，再用 `torch.serialization.get_unsafe_globals_in_checkpoint` 找出需要放行的类。检查单元格还会交给它一个恶意文件，它必须仍然拒绝这个文件。
+# **练习 3.1：只针对一个文件的放行清单。** 检查单元格会保存一个字典，其中有一个张量、运行日期（`datetime.date`）和运行时长（`datetime.timedelta`）；`torch.load(path, weights_only=True)` 会拒绝加载它。编写 `load_with_allowlist(path)`：用 `weights_only=True` 加载这样的文件，恰好放行它需要的那几个类，并且只在这一次加载中放行；最后返回文件中保存的内容，也就是加载出来的字典，其中有张量、日期和时长。可以自己保存一个这样的文件，再用 `torch.serialization.get_unsafe_globals_in_checkpoint` 找出需要放行的类。检查单元格还会交给它一个恶意文件，它必须仍然拒绝这个文件。
 
 # %%
 def load_with_allowlist(path):
@@ -529,10 +532,10 @@ def load_with_allowlist(path):
 check.exercise_1(load_with_allowlist)
 
 # %% [markdown] lang="en"
-# **Exercise 3.2: weights to share.** Write `save_for_sharing(model, path)` with `safetensors.torch.save_file`: the file holds the model's `state_dict`, and its metadata has the entry `"architecture"`, the JSON text of `model.architecture` (metadata values must be strings). This is what `checkpoint_io.save_safetensors` did in this lesson; write it without that helper.
+# **Exercise 3.2: weights to share.** Write `save_for_sharing(model, path)` with `safetensors.torch.save_file`: the file holds the model's `state_dict`, and its metadata has the entry `"architecture"`, the JSON text of `model.architecture` (metadata values must be strings). This is what `checkpoint_io.save_safetensors` did in this lesson; write it without that helper. The cell after it checks your function.
 
 # %% [markdown] lang="zh-CN"
-# **练习 3.2：用于分享的权重。** 用 `safetensors.torch.save_file` 编写 `save_for_sharing(model, path)`：文件中保存模型的 `state_dict`，元数据中有一项 `"architecture"`，它的值是 `model.architecture` 的 JSON 文本（元数据的值必须是字符串）。本课中的 `checkpoint_io.save_safetensors` 做的就是这件事；请不借助它，自己写出来。
+# **练习 3.2：用于分享的权重。** 用 `safetensors.torch.save_file` 编写 `save_for_sharing(model, path)`：文件中保存模型的 `state_dict`，元数据中有一项 `"architecture"`，它的值是 `model.architecture` 的 JSON 文本（元数据的值必须是字符串）。本课中的 `checkpoint_io.save_safetensors` 做的就是这件事；请不借助它，自己写出来。后面的单元格会检查你的函数。
 
 # %%
 def save_for_sharing(model, path):

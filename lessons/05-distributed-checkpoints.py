@@ -15,6 +15,7 @@
 #         `torch.distributed.checkpoint`, a kill while saving, an exact resume, loading on another number
 #         of processes, and one ordinary file at the end.
 #       zh-CN: 用 `torchrun` 和 FSDP2 在多个进程上训练，用 `torch.distributed.checkpoint` 保存分片检查点，在保存过程中杀掉进程，精确地恢复训练，用不同的进程数加载，最后转换成一个普通文件。
+#     teaching_minutes: 90
 #     quick_run:
 #       epochs: 1
 # ---
@@ -36,16 +37,16 @@
 # %% [markdown] lang="zh-CN"
 # # 分布式检查点
 #
-# 当训练规模超出一个进程的能力时，把全部状态用 `torch.save` 存成一个文件就不再是保存检查点的好办法了。在分片训练（FSDP）中，没有哪个进程持有完整的模型：每个进程只保存每个参数中属于自己的那一片。当然，仍然*可以*把所有内容收集到 rank 0 上再用 `torch.save` 保存（调用 `get_state_dict` 时传入 `StateDictOptions(full_state_dict=True, cpu_offload=True)`，本课脚本的 `gather` 命令正是这样做的），但这样一来，rank 0 需要能装下整个模型和优化器状态的内存，由单个进程写出也很慢，而且要在任意数量的进程上接着训练时，还得把这个文件重新切分。
+# 当训练的规模大到一个进程容纳不下时，把全部状态用 `torch.save` 存成一个文件就不再是保存检查点的好办法了。在分片训练（FSDP）中，没有哪个进程持有完整的模型：每个进程只持有每个参数中属于自己的那一片。当然，仍然*可以*把所有内容收集到 rank 0 上再用 `torch.save` 保存（调用 `get_state_dict` 时传入 `StateDictOptions(full_state_dict=True, cpu_offload=True)`，本课脚本的 `gather` 命令正是这样做的），但这样一来，rank 0 需要能装下整个模型和优化器状态的内存，由单个进程写出也很慢，而且不管之后用多少个进程接着训练，都得先把这个文件重新切分。
 #
-# PyTorch 给出的解决办法是 `torch.distributed.checkpoint`（DCP）：每个进程（每个 *rank*）并行地把自己持有的分片写进同一个检查点*目录*，之后还可以用*不同*数量的进程加载这个目录。在这节课里，你将在 CPU 上用真实的进程完成以下几件事：
+# PyTorch 给出的解决办法是 `torch.distributed.checkpoint`（DCP）：每个进程（每个 *rank*）并行地把自己持有的分片写进同一个检查点*目录*，之后还可以用*不同*数量的进程加载这个目录。本课将在 CPU 上用真实的进程完成以下几件事：
 #
 # 1. 用 `torchrun` 在 2 个进程上启动训练脚本，模型用 FSDP2 分片；
 # 2. 查看一个分片检查点的目录，以及某个 rank 持有的内容；
 # 3. 在保存过程中杀掉一个进程，并确认上一个检查点依然完好；
-# 4. 恢复训练，并检查训练是否精确地从中断处继续；
+# 4. 恢复训练，并检查它是否精确地从中断处继续；
 # 5. 分别用 1 个和 3 个进程加载这个检查点；
-# 6. 把它转换成一个第 1 课的工具能加载的普通文件，再转换回来。
+# 6. 把它转换成第 1 课的工具就能加载的普通文件，再转换回来。
 
 # %% [markdown] lang="en"
 # ## Imports and parameters
@@ -67,14 +68,17 @@ import torch
 import torch.distributed.checkpoint as dcp
 from torch import nn
 
-import checkpoint_io
-import devices
-import distributed_checkpoints
 import fc_model
-import fsdp_training
 import helper
-import launching
-from checkpoint_io import CheckpointError
+from saveload_lessons import (
+    checkpoint_io,
+    devices,
+    distributed_checkpoints,
+    fsdp_training,
+    launching,
+    messages,
+)
+from saveload_lessons.checkpoint_io import CheckpointError
 
 # %% tags=["parameters"]
 epochs = 2                             # passes over the training images
@@ -100,6 +104,10 @@ checkpoint_dir = "distributed"         # where this notebook writes its files
 fc_model.check_positive_int(epochs=epochs, world_size=world_size, train_size=train_size,
                             save_every=save_every, keep=keep)
 device = fsdp_training.distributed_device(devices.get_device(device), world_size)
+# The companion modules speak the notebook's language
+# zh-CN: 配套模块使用本 notebook 的语言
+messages.set_language("en")
+# zh-CN: messages.set_language("zh-CN")
 helper.prepare_fashion_mnist(data_dir)
 if train_size > 60000:
     raise ValueError(f"train_size can be at most 60000, the number of training images; got {train_size}")
@@ -129,34 +137,52 @@ print(f"{world_size} processes on {device}, {total_steps} steps, a checkpoint ev
 # %% [markdown] lang="en"
 # ## 1. The training script
 #
-# Processes cannot run the cells of this notebook, so the training code lives in a script of the companion package, `fsdp_training.py`. Every process runs the whole script. Three parts of it matter for checkpoints.
+# Processes cannot run the cells of this notebook, so the training code lives in a script of the companion package, `saveload_lessons/fsdp_training.py`. Every process runs the whole script. Three parts of it matter for checkpoints.
 #
-# First, every rank builds the same network (the same seed), then `fully_shard` splits each parameter along its first dimension, so that every rank keeps only its own rows:
+# First, every rank builds the same network (the same seed), then `fully_shard` splits each parameter along its first dimension, so that every rank keeps only its own rows. `sharded_model` seeds the generator, builds lesson 1's network, makes each linear layer an FSDP unit with `fully_shard`, then the whole model, and returns the sharded model:
 
 # %% [markdown] lang="zh-CN"
 # ## 1. 训练脚本
 #
-# 子进程无法运行这个 notebook 的单元格，所以训练代码放在配套包的脚本 `fsdp_training.py` 中。每个进程都运行整个脚本。其中有三部分和检查点有关。
+# 其他进程无法运行本 notebook 的单元格，所以训练代码放在配套包的脚本 `saveload_lessons/fsdp_training.py` 中。每个进程都运行整个脚本，其中有三部分与检查点有关。下面用 `inspect.getsource` 显示这几部分的源代码，其中的文档字符串和注释是英文的，所以每段代码之前都先用中文说明它做了什么。
 #
-# 首先，每个 rank 用同一个随机种子构建同一个网络，然后 `fully_shard` 沿着第一个维度切分每个参数，让每个 rank 只保存属于自己的那几行：
+# 首先，每个 rank 用同一个随机种子构建同一个网络，然后 `fully_shard` 沿着第一个维度切分每个参数，让每个 rank 只持有属于自己的那几行。具体来说，`sharded_model` 依次做了以下几件事：
+#
+# - `torch.manual_seed(seed)` 固定随机种子，所以每个 rank 上的初始权重都相同；
+# - 按 `ARCHITECTURE` 构建第 1 课的网络 `fc_model.Network`（784 个输入、隐藏层 [512, 256, 128]、10 个输出）；参数 `hidden_layers` 可以换成别的隐藏层大小，基准测试就用了更大的网络；
+# - 对每个线性层调用 `fully_shard`，让它成为一个 FSDP 单元：它的权重只在这一层运行之前才收集起来；
+# - 最后对整个模型再调用一次 `fully_shard`，并返回分片后的模型：
 
 # %%
 print(inspect.getsource(fsdp_training.sharded_model))
 
 # %% [markdown] lang="en"
-# Second, what a checkpoint holds. DCP saves whatever implements `state_dict` and `load_state_dict` (the `Stateful` protocol). `get_state_dict` returns the model's and the optimizer's state with the keys of an unwrapped model (`hidden_layers.0.weight`), but as the sharded tensors each rank holds. Beside them go the training progress and each rank's random-number-generator state, under that rank's own key. Every rank draws its own dropout masks, and when several ranks save a value under the same key, DCP keeps only one of them (it removes duplicates when it plans the save), so values that differ from rank to rank need keys of their own:
+# Second, what a checkpoint holds. DCP saves whatever implements `state_dict` and `load_state_dict` (the `Stateful` protocol). `get_state_dict` returns the model's and the optimizer's state with the keys of an unwrapped model (`hidden_layers.0.weight`), but as the sharded tensors each rank holds. Beside them go the training progress and each rank's random-number-generator state, under that rank's own key. Every rank draws its own dropout masks, and when several ranks save a value under the same key, DCP keeps only one of them (it removes duplicates when it plans the save), so values that differ from rank to rank need keys of their own.
+#
+# `AppState` is such an object. `__init__` holds the model, the optimizer, the progress and the rank's own values (`gather` passes neither of the last two). `state_dict`, which DCP calls when it saves, returns the sharded model and optimizer state and, when training, the progress and, under `ranks.rank0`, `ranks.rank1`, ..., each rank's own values and generator state. `load_state_dict`, which DCP calls when it loads, checks the loaded values, then puts each back in its place:
 
 # %% [markdown] lang="zh-CN"
-# 其次是检查点里保存了什么。凡是实现了 `state_dict` 和 `load_state_dict`（即 `Stateful` 协议）的对象，DCP 都可以保存。`get_state_dict` 返回模型和优化器的状态，键名与未经包装的模型相同（`hidden_layers.0.weight`），值却是各个 rank 持有的分片张量。和它们一起保存的还有训练进度，以及每个 rank 的随机数生成器状态；后者放在各个 rank 自己的键下。每个 rank 抽取的 dropout 掩码各不相同，而几个 rank 在同一个键下保存值时，DCP 只保留其中一个（它在规划保存时会去掉重复的条目），所以因 rank 而异的值必须各有各的键：
+# 其次是检查点里包含什么。凡是实现了 `state_dict` 和 `load_state_dict`（即 `Stateful` 协议）的对象，DCP 都可以保存。`get_state_dict` 返回模型和优化器的状态，键名与未经包装的模型相同（`hidden_layers.0.weight`），值则是各个 rank 持有的分片张量。和它们一起保存的还有训练进度，以及每个 rank 的随机数生成器状态，后者放在各个 rank 自己的键下。这是因为每个 rank 随机生成的 dropout 掩码各不相同，而几个 rank 在同一个键下保存值时，DCP 只保留其中一个（它在规划保存时会去掉重复的条目），所以因 rank 而异的值必须各有各的键。
+#
+# 下面的 `AppState` 类就是这样一个对象：
+#
+# - `__init__` 让对象持有模型、优化器和两个字典：`progress` 是训练进度，在所有 rank 上都相同；`own` 是本 rank 独有的值，即当前这一轮的训练损失之和。`gather` 命令用不到这两个字典，传入的是 `None`；
+# - DCP 保存时调用 `state_dict`：它用 `get_state_dict` 取得模型和优化器的分片状态，放在 `model` 和 `optim` 两个键下；训练时还会加上 `progress`，并在 `ranks` 下以 `rank0`、`rank1`……为键，放入本 rank 的 `own` 和随机数生成器状态（`checkpoint_io.rng_state()`）；
+# - DCP 加载时先调用 `state_dict` 得到要填充的结构，把读出的值填进去，再调用 `load_state_dict`。`load_state_dict` 取出本 rank 自己的那一项，用 `_check_training_state` 检查训练进度和这些值是否符合训练时保存的格式，然后用 `set_state_dict` 把模型和优化器的状态放回去，最后恢复训练进度、随机数生成器状态（`checkpoint_io.set_rng_state`）和 `own` 中的损失之和：
 
 # %%
 print(inspect.getsource(fsdp_training.AppState))
 
 # %% [markdown] lang="en"
-# Third, saving. Every rank calls `dcp.save` with its own state into the same new folder, `step-000010`. Only when the save has returned on every rank does rank 0 point the small file `latest` at the new folder, with an atomic rename (`distributed_checkpoints.mark_latest`), and delete all but the last `keep` folders:
+# Third, saving. Every rank calls `dcp.save` with its own state into the same new folder, `step-000010`. Only when the save has returned on every rank does rank 0 point the small file `latest` at the new folder, with an atomic rename (`distributed_checkpoints.mark_latest`), and delete all but the last `keep` folders. `Saver.save` first waits for an asynchronous save still under way (`finish`), has rank 0 remove a folder of the same step left by a save that never finished, picks the writer (`_KilledWhileSaving`, which kills its process once its shards are written, only for section 4), then saves: with `dcp.async_save` it holds the future until the write is done; with `dcp.save`, `_completed` then marks the folder as the latest and prunes the old ones on rank 0:
 
 # %% [markdown] lang="zh-CN"
-# 最后是保存。每个 rank 都用自己的状态调用 `dcp.save`，写进同一个新目录 `step-000010`。只有在所有 rank 上的保存都返回之后，rank 0 才通过一次原子重命名（`distributed_checkpoints.mark_latest`）让小文件 `latest` 指向这个新目录，并删除较早的目录，只保留最后 `keep` 个：
+# 最后是保存。每个 rank 都用自己的状态调用 `dcp.save`，写进同一个新目录 `step-000010`。只有在所有 rank 上的保存都返回之后，rank 0 才通过一次原子重命名（`distributed_checkpoints.mark_latest`）让小文件 `latest` 指向这个新目录，并删除较早的目录，只保留最后 `keep` 个。`Saver.save` 依次做了以下几件事：
+#
+# - `self.finish()` 先等待上一次还没写完的异步保存（如果有的话），并把它标记为最新的检查点；
+# - `step_folder` 给出这一步的目录（例如 `step-000010`）；如果这个目录已经存在，那只能是某次没有完成的保存留下的，rank 0 会把它删掉；`dist.barrier()` 让所有 rank 等到删除完成再继续；
+# - 只有在 `--kill-while-saving` 指定的那一步、并且只在最后一个 rank 上，`killed` 才为真：这时改用 `_KilledWhileSaving`，这个写入器写完分片后就杀掉自己所在的进程（第 4 节）；其他情况下都用普通的 `FileSystemWriter`；
+# - 异步保存时调用 `dcp.async_save`，由 `self.pending` 持有返回的 future 和目录，等写完之后（下一次保存时，或者在 `finish` 中）再标记；同步保存时调用 `dcp.save`，所有 rank 都写完它才返回，随后 `_completed` 在 rank 0 上调用 `mark_latest` 和 `prune`（删除较早的目录），并打印一行“已保存 …”：
 
 # %%
 print(inspect.getsource(fsdp_training.Saver.save))
@@ -169,16 +195,16 @@ print(inspect.getsource(fsdp_training.Saver.save))
 # %% [markdown] lang="zh-CN"
 # ## 2. 在多个进程上训练
 #
-# `torchrun` 为每个 rank 启动一个进程，为每个进程设置 `init_process_group` 要读取的环境变量（`RANK`、`WORLD_SIZE`、`MASTER_ADDR`、`MASTER_PORT`），以及由脚本自己读取、用来选择 GPU 的 `LOCAL_RANK`（见第 10 节），监视这些进程，并在其中一个失败时把它们全部停掉。`launching.torchrun` 用这个 notebook 自己的 Python 解释器运行它，不需要 shell 命令：
+# `torchrun` 为每个 rank 启动一个进程，并为每个进程设置环境变量：`init_process_group` 要读取的 `RANK`、`WORLD_SIZE`、`MASTER_ADDR` 和 `MASTER_PORT`，以及 `LOCAL_RANK`（脚本自己读取它来选择 GPU，见第 10 节）。之后 `torchrun` 监视这些进程，只要其中一个失败，就把它们全部停掉。`launching.torchrun` 用本 notebook 自己的 Python 解释器运行 `torchrun`，不需要 shell 命令：
 
 # %%
 common = ["--data-dir", data_dir, "--device", device, "--seed", seed, "--epochs", epochs,
           "--train-size", train_size, "--save-every", save_every, "--keep", keep]
 print("python", *launching.torchrun_command(
-    "fsdp_training", ["train", "--checkpoint-dir", uninterrupted_dir, *common], world_size)[1:])
+    "saveload_lessons.fsdp_training", ["train", "--checkpoint-dir", uninterrupted_dir, *common], world_size)[1:])
 
 # %% tags=["nbval-ignore-output"]
-run = launching.torchrun("fsdp_training", ["train", "--checkpoint-dir", uninterrupted_dir, *common],
+run = launching.torchrun("saveload_lessons.fsdp_training", ["train", "--checkpoint-dir", uninterrupted_dir, *common],
                          nproc=world_size)
 print(run.stdout)
 
@@ -190,17 +216,19 @@ print(run.stdout)
 # With `FileSystemWriter`'s defaults (`single_file_per_rank=True`, `thread_count=1`), each rank writes one file, `__0_0.distcp` and `__1_0.distcp`, with the pieces it saved; with `thread_count=4` each rank would write 4 files, and with `single_file_per_rank=False` one file per tensor. There is no single file with the whole model. The `.metadata` file, written by rank 0 once every rank has finished, is the table of contents: for every tensor, its full shape, and which rows are where.
 
 # %% [markdown] lang="zh-CN"
-# `hidden_layers.0.weight` 是一个 `DTensor`：它的形状是完整的 (512, 784)，但每个 rank 只存储属于自己的几行（`Shard(dim=0)`），其余部分只在这一层运行时才临时收集过来。
+# 以 `Epoch:` 开头的进度行和第 1 课一样，依次是轮次、训练损失、测试集上的损失和测试准确率。
+#
+# `hidden_layers.0.weight` 是一个 `DTensor`：它的形状是完整的 (512, 784)，但每个 rank 只持有属于自己的几行（`Shard(dim=0)`），其余部分只在这一层运行时才临时收集过来。
 #
 # ## 3. 检查点目录里有什么
 #
-# 在 `FileSystemWriter` 的默认设置下（`single_file_per_rank=True`、`thread_count=1`），每个 rank 写出一个文件（`__0_0.distcp` 和 `__1_0.distcp`），保存这个 rank 写出的分片；如果设 `thread_count=4`，每个 rank 会写出 4 个文件，设 `single_file_per_rank=False` 则每个张量一个文件。没有任何一个文件包含完整模型。`.metadata` 文件由 rank 0 在所有 rank 都写完之后写出，它相当于一份索引：记录了每个张量的完整形状，以及哪几行保存在哪里。
+# 在 `FileSystemWriter` 的默认设置下（`single_file_per_rank=True`、`thread_count=1`），每个 rank 写出一个文件（`__0_0.distcp` 和 `__1_0.distcp`），里面是这个 rank 保存的分片；如果设 `thread_count=4`，每个 rank 会写出 4 个文件；设 `single_file_per_rank=False`，则每个张量一个文件。没有哪个文件包含完整的模型。`.metadata` 文件由 rank 0 在所有 rank 都写完之后写出，相当于一份索引：它记录了每个张量的完整形状，以及哪几行存放在哪个文件中。
 
 # %% tags=["nbval-ignore-output"]
 latest = distributed_checkpoints.latest_checkpoint(uninterrupted_dir)
 print("latest ->", (uninterrupted_dir / "latest").read_text().strip())
-print("step folders kept:", [p.name for p in distributed_checkpoints.step_folders(uninterrupted_dir)])
-# zh-CN: print("保留的步骤目录：", [p.name for p in distributed_checkpoints.step_folders(uninterrupted_dir)])
+print(f"step folders kept: {[p.name for p in distributed_checkpoints.step_folders(uninterrupted_dir)]}")
+# zh-CN: print(f"保留的步骤目录：{[p.name for p in distributed_checkpoints.step_folders(uninterrupted_dir)]}")
 for path in sorted(latest.iterdir()):
     print(f"  {path.name:14} {path.stat().st_size:>10,} bytes")
     # zh-CN: print(f"  {path.name:14} {path.stat().st_size:>10,} 字节")
@@ -216,8 +244,8 @@ assert sorted(path.name for path in latest.iterdir()) == \
 # %%
 metadata = distributed_checkpoints.check_metadata(latest)
 entry = metadata.state_dict_metadata["app.model.hidden_layers.0.weight"]
-print("full size:", tuple(entry.size))
-# zh-CN: print("完整形状：", tuple(entry.size))
+print(f"full size: {tuple(entry.size)}")
+# zh-CN: print(f"完整形状：{tuple(entry.size)}")
 for chunk in entry.chunks:
     location = metadata.storage_data[
         next(index for index in metadata.storage_data
@@ -234,34 +262,32 @@ assert len(entry.chunks) == world_size
 # %% [markdown] lang="zh-CN"
 # ## 4. 在保存时被杀掉
 #
-# 进程随时可能死掉：程序崩溃、内存不足时被系统杀掉、云上的机器被抢占。最糟糕的时刻是在保存的过程中。我们在一个新目录中再运行一次同样的训练，脚本的 `--kill-while-saving` 选项会让最后一个 rank 刚写完第 20 步检查点中属于自己的分片、检查点还没有完成时，就把自己杀掉（`SIGKILL`，这个信号无法被捕获）。随后 `torchrun` 会停掉另一个 rank，这次训练以失败告终。Windows 没有 `SIGKILL`：在那里，脚本用 `os.kill` 发送 `SIGTERM`，而 Windows 上的 `os.kill` 会通过 `TerminateProcess` 立即结束进程，同样无法被捕获（见 `fsdp_training.kill_signal`）。
+# 进程随时可能意外终止：程序崩溃、内存耗尽时被系统杀掉、云上的机器被抢占。最糟糕的时机是正在保存的时候。我们在一个新目录中把同样的训练再运行一次，并加上脚本的 `--kill-while-saving` 选项：保存第 20 步的检查点时，最后一个 rank 一写完自己的分片，就用 `SIGKILL` 把自己杀掉（这个信号无法被捕获），这时检查点还没有完成。随后 `torchrun` 停掉另一个 rank，这次训练以失败告终。Windows 没有 `SIGKILL`：在 Windows 上，脚本用 `os.kill` 发送 `SIGTERM`，而这时 `os.kill` 会调用 `TerminateProcess` 立即结束进程，同样无法被捕获（见 `fsdp_training.kill_signal`）。
 
 # %%
 killed = launching.torchrun(
-    "fsdp_training", ["train", "--checkpoint-dir", resumed_dir, "--kill-while-saving", kill_step, *common],
+    "saveload_lessons.fsdp_training", ["train", "--checkpoint-dir", resumed_dir, "--kill-while-saving", kill_step, *common],
     nproc=world_size, check=False)
 print("the last line the killed run printed:")
 # zh-CN: print("被杀掉的那次训练输出的最后一行：")
 print(killed.stdout.splitlines()[-1])
-print("exit status:", killed.returncode)
-# zh-CN: print("退出状态：", killed.returncode)
+print(f"exit status: {killed.returncode}")
+# zh-CN: print(f"退出状态：{killed.returncode}")
 assert killed.returncode != 0
 
 # %% [markdown] lang="en"
 # The folder of step 20 exists, with the shards written before the kill (the killed rank's; rank 0's too if it finished writing before `torchrun` stopped it), but without `.metadata`: rank 0 was waiting for the killed rank before writing it. `latest` still names the previous checkpoint, so nothing points to the broken folder, and loading it directly fails with a clear message:
 
 # %% [markdown] lang="zh-CN"
-# 这一行说明，最后一个 rank 把自己的分片写进第 20 步的目录之后，在检查点完成之前被杀掉了（Linux 和 macOS 上用的是 `SIGKILL`，Windows 上是 `SIGTERM`）。
-#
-# 第 20 步的目录已经存在，里面有被杀掉之前写出的分片（被杀掉的那个 rank 的分片；如果 rank 0 在 `torchrun` 停掉它之前已经写完，也有它的分片），但没有 `.metadata`：rank 0 在写出它之前要等待被杀掉的那个 rank。`latest` 仍然指向上一个检查点，所以没有任何东西指向这个残缺的目录；如果直接加载它，会得到一条清楚的错误信息：
+# 第 20 步的目录已经存在，里面有进程被杀掉之前写出的分片：被杀掉的那个 rank 的分片一定在，rank 0 的分片则要看它是否赶在 `torchrun` 停掉它之前写完。但目录里没有 `.metadata`，因为 rank 0 要等被杀掉的那个 rank 写完才会写它。`latest` 仍然指向上一个检查点，而不是这个不完整的目录；如果直接加载这个目录，会得到一条清楚的错误信息：
 
 # %%
 broken = distributed_checkpoints.step_folder(resumed_dir, kill_step)
 files = sorted(path.name for path in broken.iterdir())  # rank 0's shards only if it finished in time
                                                          # zh-CN: 只有 rank 0 及时写完，才会有它的分片
 killed_shards = f"__{world_size - 1}_0.distcp"
-print(broken.name, "holds the killed rank's shards:", killed_shards in files, "| .metadata:", ".metadata" in files)
-# zh-CN: print(broken.name, "中有被杀掉的 rank 的分片：", killed_shards in files, "| .metadata：", ".metadata" in files)
+print(f"{broken.name} holds the killed rank's shards: {killed_shards in files} | .metadata: {'.metadata' in files}")
+# zh-CN: print(f"{broken.name} 中有被杀掉的 rank 的分片：{killed_shards in files} | 有 .metadata：{'.metadata' in files}")
 assert killed_shards in files and ".metadata" not in files
 print("latest ->", distributed_checkpoints.latest_checkpoint(resumed_dir).name)
 try:
@@ -278,15 +304,13 @@ assert distributed_checkpoints.latest_checkpoint(resumed_dir).name == f"step-{sa
 # Now we start the run again with `--resume`: every rank loads its own shards of the latest checkpoint, its generator state and the progress, and training goes on from step 10. This time the script saves with `dcp.async_save` (section 7), to show that the way of saving changes nothing in the result.
 
 # %% [markdown] lang="zh-CN"
-# 这条英文错误信息说明：这个目录没有 `.metadata`（DCP 最后才写它），所以不是完整的分布式检查点；某个进程在保存它的时候停止了，应当加载上一个检查点（即 `latest` 指向的那个）。
-#
 # ## 5. 精确地恢复训练
 #
-# 现在加上 `--resume` 重新启动训练：每个 rank 加载最新检查点中属于自己的分片、自己的随机数生成器状态和训练进度，训练从第 10 步继续。这一次脚本用 `dcp.async_save` 保存（见第 7 节），以说明保存方式不会改变结果。
+# 现在加上 `--resume` 重新启动训练：每个 rank 加载最新检查点中属于自己的分片、自己的随机数生成器状态和训练进度，训练从第 10 步继续。这一次脚本用 `dcp.async_save` 保存（见第 7 节），以表明保存方式不影响结果。
 
 # %% tags=["nbval-ignore-output"]
 resumed = launching.torchrun(
-    "fsdp_training", ["train", "--checkpoint-dir", resumed_dir, "--resume", "--async-save", *common],
+    "saveload_lessons.fsdp_training", ["train", "--checkpoint-dir", resumed_dir, "--resume", "--async-save", *common],
     nproc=world_size)
 print(resumed.stdout)
 
@@ -294,9 +318,9 @@ print(resumed.stdout)
 # Is the result the same as the run that was never interrupted? We compare every tensor and value of both final checkpoints: weights, Adam's running averages, progress, per-rank losses and generator states. On the CPU the same operations in the same order give the same bits, so they must be identical; on GPUs some kernels are not deterministic, and tiny differences are expected.
 
 # %% [markdown] lang="zh-CN"
-# 脚本的输出说明：那个没有完成的目录会被替换，训练从 `latest` 指向的检查点恢复。
+# 从脚本的输出可以看到：那个没有完成的目录会被替换，训练从 `latest` 指向的检查点恢复。
 #
-# 结果和从未中断的那次训练一样吗？我们比较两个最终检查点中的每一个张量和值：权重、Adam 的滑动平均、训练进度、各个 rank 的损失以及随机数生成器状态。在 CPU 上，以相同的顺序执行相同的运算会得到完全相同的比特，所以两者必须逐位相同；在 GPU 上，有些算子不是确定性的，出现极小的差异在意料之中。
+# 结果和从未中断的那次训练一样吗？我们比较两个最终检查点中的每一个张量和值：权重、Adam 的滑动平均、训练进度、各个 rank 的损失以及随机数生成器状态。在 CPU 上，按相同的顺序做相同的计算，结果逐位相同，所以这两个检查点必须完全一致；在 GPU 上，有些算子不是确定性的，出现极小的差异在意料之中。
 
 # %%
 def flatten(value, prefix=""):
@@ -336,38 +360,38 @@ if device == "cpu":
 # One process, without any process group, can load the checkpoint into an ordinary network: DCP reads from each rank's file the rows it needs and assembles whole tensors. We ask only for the model, so the optimizer's state is not read at all.
 
 # %% [markdown] lang="zh-CN"
-# 精确地恢复训练需要相同的进程数：每个 rank 分到的那部分数据和它的随机数生成器状态都只属于这个 rank。脚本会拒绝用不同的进程数恢复训练，并给出明确的提示（如果某个目录里已经有另一次训练的检查点，它同样会拒绝在其中开始新的训练）。不过，*权重*在哪里都能加载。
+# 精确地恢复训练需要相同的进程数：每个 rank 分到的那部分数据和它的随机数生成器状态都只属于这个 rank。脚本会拒绝用不同的进程数恢复训练，并给出明确的提示（如果某个目录里已经有另一次训练的检查点，它同样会拒绝在其中开始新的训练）。不过，*权重*可以用任意数量的进程加载。
 #
 # ## 6. 用不同的进程数加载
 #
-# 单个进程无须任何进程组，就能把检查点加载进一个普通的网络：DCP 从每个 rank 的文件中读出所需的行，拼成完整的张量。我们只要求加载模型，所以优化器的状态根本不会被读取。
+# 单个进程不需要任何进程组，就能把检查点加载进一个普通的网络：DCP 从每个 rank 的文件中读出所需的行，拼成完整的张量。我们只请求加载模型，所以优化器的状态根本不会被读取。
 
 # %%
 single = fc_model.Network(**fsdp_training.ARCHITECTURE)
 wanted = {"app": {"model": single.state_dict()}}
 distributed_checkpoints.load(wanted, latest)
 single.load_state_dict(wanted["app"]["model"])
-print("1 process:", not differences(single.state_dict(), uninterrupted["app"]["model"]))
-# zh-CN: print("1 个进程加载，权重相同：", not differences(single.state_dict(), uninterrupted["app"]["model"]))
+print(f"1 process: {not differences(single.state_dict(), uninterrupted['app']['model'])}")
+# zh-CN: print(f"1 个进程加载，权重相同：{not differences(single.state_dict(), uninterrupted['app']['model'])}")
 assert not differences(single.state_dict(), uninterrupted["app"]["model"])
 
 # %% [markdown] lang="en"
 # And `world_size + 1` processes, each with an FSDP model of its own: DCP *reshards* on load, every rank reading the rows that its new, smaller piece needs. The script's `gather` command loads the latest checkpoint, shows the new shards, and writes the full state from rank 0.
 
 # %% [markdown] lang="zh-CN"
-# 再用 `world_size + 1` 个进程加载，每个进程都有自己的 FSDP 模型：DCP 在加载时*重新分片*，每个 rank 读取自己那块新的、更小的分片所需的行。脚本的 `gather` 命令加载最新的检查点，显示新的分片，并由 rank 0 写出完整的状态。
+# 再用 `world_size + 1` 个进程加载，每个进程都有自己的 FSDP 模型：DCP 在加载时*重新分片*，每个 rank 只读取它那块更小的新分片所需的行。脚本的 `gather` 命令加载最新的检查点，显示新的分片，并由 rank 0 写出完整的状态。
 
 # %% tags=["nbval-ignore-output"]
 gathered_path = checkpoint_dir / "gathered.pt"
-more = launching.torchrun("fsdp_training", ["gather", "--checkpoint-dir", uninterrupted_dir,
+more = launching.torchrun("saveload_lessons.fsdp_training", ["gather", "--checkpoint-dir", uninterrupted_dir,
                                             "--output", gathered_path], nproc=world_size + 1)
 print(more.stdout)
 
 # %%
 gathered = torch.load(gathered_path, weights_only=True)
 same = not differences(gathered, {key: uninterrupted["app"][key] for key in ("model", "optim")})
-print(f"{world_size + 1} processes: model and optimizer identical:", same)
-# zh-CN: print(f"{world_size + 1} 个进程加载，模型和优化器状态完全相同：", same)
+print(f"{world_size + 1} processes: model and optimizer identical: {same}")
+# zh-CN: print(f"{world_size + 1} 个进程加载，模型和优化器状态完全相同：{same}")
 assert same
 
 # %% [markdown] lang="en"
@@ -382,16 +406,16 @@ assert same
 # %% [markdown] lang="zh-CN"
 # ## 7. 保存时不停下训练：`async_save`
 #
-# `dcp.save` 会阻塞训练，直到所有文件都写完。`dcp.async_save`（PyTorch 的文档称它为实验性功能，今后可能改变）只在把状态复制到内存时阻塞训练，随后在后台线程中写文件，训练同时继续进行；它返回的 future 会告诉我们检查点何时完成，只有到那时它才能成为最新的检查点（`Saver.finish`）。这个副本需要额外的内存。它通过传给它的进程组（没有传入时用默认进程组）协调各个 rank；本课脚本专门给它一个单独的 `gloo` 进程组（见 `Saver.__init__`），一是让后台线程的通信不会和训练的通信混在一起，二是 `async_save` 需要一个 CPU 后端，而 `nccl` 进程组没有。`benchmarks/dcp_save_blocking.py` 用一个更大的模型测量了两种方式各让训练阻塞多久，具体数字见 README。
+# `dcp.save` 会阻塞训练，直到所有文件都写完。`dcp.async_save`（PyTorch 的文档称它为实验性功能，今后可能改变）只在把状态复制到内存中时阻塞训练，然后在后台线程中写文件，训练同时继续进行；通过它返回的 future 可以知道检查点何时完成，只有到那时，这个检查点才能成为最新的检查点（`Saver.finish`）。复制状态需要额外的内存。`async_save` 通过传给它的进程组协调各个 rank（没有传入时使用默认进程组）；本课脚本专门给它一个单独的 `gloo` 进程组（见 `Saver.__init__`），一是让后台线程的通信不会和训练的通信交错在一起，二是 `async_save` 需要 CPU 后端，而 `nccl` 进程组没有。`benchmarks/dcp_save_blocking.py` 用一个更大的模型测量了两种保存方式分别让训练阻塞多久，具体数字见 README。
 #
 # ## 8. 一个普通文件
 #
-# 如果要用训练好的模型做推理，或者在对分布式训练一无所知的代码中使用它，就把目录合并成一个 `torch.save` 文件。PyTorch 的 `dcp_to_torch_save` 可以做到这一点；`distributed_checkpoints.to_single_file` 做的是同一件事，但会安全地读取目录（见下文），并以原子方式写出文件。这个文件只包含张量和普通的值，所以 `torch.load(..., weights_only=True)` 可以读取它，第 1 课的网络也可以直接使用其中的权重：
+# 如果要用训练好的模型做推理，或者在对分布式训练一无所知的代码中使用它，就把目录中的分片收集到一个 `torch.save` 文件中。PyTorch 的 `dcp_to_torch_save` 可以做到这一点；`distributed_checkpoints.to_single_file` 做的是同一件事，但会安全地读取目录（见下文），并以原子方式写出文件。这个文件只包含张量和普通的值，所以 `torch.load(..., weights_only=True)` 可以读取它，第 1 课的网络也可以直接使用其中的权重：
 
 # %% tags=["nbval-ignore-output"]
 one_file = torch.load(checkpoint_dir / "uninterrupted.pt", weights_only=True)
-print("progress:", one_file["app"]["progress"])
-# zh-CN: print("训练进度：", one_file["app"]["progress"])
+print(f"progress: {one_file['app']['progress']}")
+# zh-CN: print(f"训练进度：{one_file['app']['progress']}")
 network = fc_model.Network(**fsdp_training.ARCHITECTURE)
 network.load_state_dict(one_file["app"]["model"])
 _, testloader = helper.fashion_mnist_loaders(data_dir)
@@ -403,7 +427,7 @@ print(f"test accuracy of the single-file model: {accuracy:.4f}")
 # From there it is an ordinary checkpoint, for example lesson 2's general checkpoint, which `fc_model.load_network` rebuilds from the file alone:
 
 # %% [markdown] lang="zh-CN"
-# 从这里开始，它就是一个普通的检查点了，例如可以保存为第 2 课的通用检查点，`fc_model.load_network` 仅凭这个文件就能重建网络：
+# 从这里开始，它就是一个普通的检查点了。例如，可以把它保存成第 2 课的通用检查点，`fc_model.load_network` 仅凭这个文件就能重建网络：
 
 # %%
 checkpoint_io.save_checkpoint(checkpoint_dir / "for-inference.pth", network)
@@ -415,13 +439,13 @@ print(rebuilt.architecture)
 # The reverse, `from_single_file`, turns a `torch.save` file into a DCP folder, for example to start distributed training from a single-process model. Loading it back gives the same tensors:
 
 # %% [markdown] lang="zh-CN"
-# 反方向的 `from_single_file` 把一个 `torch.save` 文件转换成 DCP 目录，例如要从单进程训练的模型开始分布式训练时就会用到。再把它加载回来，得到的是相同的张量：
+# 反过来，`from_single_file` 把一个 `torch.save` 文件转换成 DCP 目录，例如要在单进程训练出的模型的基础上开始分布式训练时，就会用到它。再把这个目录加载回来，得到的是相同的张量：
 
 # %%
 distributed_checkpoints.from_single_file(checkpoint_dir / "uninterrupted.pt", back_dir)
 round_trip = distributed_checkpoints.to_single_file(back_dir, checkpoint_dir / "round-trip.pt")
-print("round trip identical:", not differences(round_trip, uninterrupted))
-# zh-CN: print("往返转换后完全相同：", not differences(round_trip, uninterrupted))
+print(f"round trip identical: {not differences(round_trip, uninterrupted)}")
+# zh-CN: print(f"往返转换后完全相同：{not differences(round_trip, uninterrupted)}")
 assert not differences(round_trip, uninterrupted)
 
 # %% [markdown] lang="en"
@@ -469,15 +493,13 @@ except CheckpointError as error:
 # The allowlist holds exact names (`torch.distributed.checkpoint.metadata` and `Metadata`, ...), never a whole module: with pickle protocol 4 a name may contain dots, and a module that imports `os` would otherwise hand out `os.system`. But a `.metadata` that runs no code can still lie: it says which file, offset and length hold each piece, and DCP believes it. So `check_metadata` also checks that every piece lies in a shard file *inside* the folder, that the pieces of each tensor cover it exactly, and that no tensor is larger than the bytes that hold it; `distributed_checkpoints.load` reads through `CheckedReader`, which loads nothing else. Here is our own checkpoint, copied, with one piece pointed at a file outside the folder:
 
 # %% [markdown] lang="zh-CN"
-# 这条英文错误信息说明：`builtins.print` 不属于检查点的元数据，所以这个 `.metadata` 被拒绝；只应加载来自可信来源的检查点，这个目录可能试图执行代码。
-#
-# 放行清单中列的是确切的名字（`torch.distributed.checkpoint.metadata` 和 `Metadata` 等），而从不放行整个模块：在 pickle 协议 4 中，名字可以带点号，否则一个导入了 `os` 的模块就能交出 `os.system`。不过，一个不执行任何代码的 `.metadata` 仍然可能说谎：它写明了每个分片存放在哪个文件中、从哪个偏移量开始、有多长，而 DCP 对此深信不疑。所以 `check_metadata` 还要检查：每个分片都位于目录*之内*的某个分片文件中，每个张量的各个分片恰好把它完整覆盖，而且没有哪个张量比存放它的字节还大；`distributed_checkpoints.load` 通过 `CheckedReader` 读取，除此之外什么都不加载。下面把我们自己的检查点复制一份，并让其中一个分片指向目录之外的文件：
+# 放行清单中列的是确切的名字（`torch.distributed.checkpoint.metadata` 和 `Metadata` 等），从不放行整个模块：在 pickle 协议 4 中，名字可以带点号，如果放行整个模块，通过一个导入了 `os` 的模块就能拿到 `os.system`。不过，一个不执行任何代码的 `.metadata` 仍然可能说谎：它写明了每个分片存放在哪个文件中、从哪个偏移量开始、有多长，而 DCP 对此深信不疑。所以 `check_metadata` 还要检查：每个分片都位于目录*之内*的某个分片文件中，每个张量的各个分片恰好把它完整覆盖，而且没有哪个张量比存放它的字节还大；`distributed_checkpoints.load` 通过 `CheckedReader` 读取数据，而 `CheckedReader` 只加载经过这些检查的内容。下面把我们自己的检查点复制一份，并让其中一个分片指向目录之外的文件：
 
 # %%
 forged = checkpoint_dir / "forged"
 shutil.copytree(latest, forged, dirs_exist_ok=True)
 lying = distributed_checkpoints.check_metadata(forged)  # our own folder, checked
-                                                         # zh-CN: 我们自己的目录，经过检查
+                                                         # zh-CN: 先检查我们自己的目录，取得它的元数据
 next(iter(lying.storage_data.values())).relative_path = "../outside.distcp"
 (forged / ".metadata").write_bytes(pickle.dumps(lying))
 try:
@@ -502,45 +524,42 @@ except CheckpointError as error:
 # - DCP's own loaders unpickle without restriction and believe what `.metadata` says about files and sizes: load only folders you trust, or read them through checks such as `check_metadata` and `CheckedReader`.
 
 # %% [markdown] lang="zh-CN"
-# 这条英文错误信息说明：`.metadata` 声称某一项数据存放在 `../outside.distcp` 中，而这不是目录之内的文件名，所以这个 `.metadata` 被判定为损坏或伪造；只应加载来自可信来源的检查点。
-#
 # ## 10. 在 GPU 上
 #
-# 设置 `device = "cuda"` 时，每个 rank 使用编号等于自己 `LOCAL_RANK` 的那块 GPU，进程之间通过 `nccl` 通信；检查点目录的格式完全相同，而 `gather` 命令在 CPU 进程上（`gloo`）加载它，所以 GPU 保存的检查点可以在任何机器上查看和转换。NCCL 要求每个进程有一块自己的 GPU：在只有一块 GPU 的机器上（Colab、笔记本电脑），可以设 `world_size = 1`，这样仍然能演示保存、杀掉进程和恢复训练，只是不会分片；也可以保留 `device = "cpu"`，看到真正的分片。在 GPU 上，恢复后的训练与从未中断的训练结果非常接近，但不一定逐位相同（见第 5 节）。
+# 设置 `device = "cuda"` 时，每个 rank 使用编号等于自己 `LOCAL_RANK` 的那块 GPU，进程之间通过 `nccl` 通信；检查点目录的格式完全相同，而 `gather` 命令在 CPU 进程上（`gloo`）加载它，所以 GPU 保存的检查点可以在任何机器上查看和转换。NCCL 要求每个进程有一块自己的 GPU：在只有一块 GPU 的机器上（Colab、笔记本电脑），可以设 `world_size = 1`，这样仍然能演示保存、杀掉进程和恢复训练，只是不会分片；也可以保持 `device = "cpu"`，以便看到真正的分片。在 GPU 上，恢复后的训练与从未中断的训练结果非常接近，但不一定逐位相同（见第 5 节）。
 #
 # ## 小结
 #
 # - 在分片训练中，没有哪个进程持有完整的模型：`dcp.save` 让每个 rank 把自己的分片写进同一个目录，最后写出的 `.metadata` 记录每个分片的位置。把所有内容收集到 rank 0 上存成一个 `torch.save` 文件也可以，代价是 rank 0 的内存和时间。
 # - 每次保存到一个新的步骤目录，只有在保存完成后才让 `latest` 指向它；这样，即使进程在保存时被杀掉，损失的也只是上一个检查点之后的那些步骤。只保留最近的几个目录。
-# - 把每个 rank 的随机数生成器状态放在它自己的键下，与模型、优化器和训练进度一起保存：这样用相同的进程数恢复训练就能精确地接着训练，在 CPU 上逐位相同。
+# - 把每个 rank 的随机数生成器状态放在它自己的键下，与模型、优化器和训练进度一起保存：这样，用相同的进程数恢复后，训练会精确地继续下去，在 CPU 上结果逐位相同。
 # - DCP 在加载时重新分片：同一个目录可以用 1 个进程、3 个进程加载，也可以加载进普通的模型。
-# - `dcp_to_torch_save`（这里是 `to_single_file`）把目录转换成一个文件，供 `torch.load(weights_only=True)` 读取；`torch_save_to_dcp`（这里是 `from_single_file`）则反过来转换。
+# - `dcp_to_torch_save`（本课对应的是 `to_single_file`）把目录转换成一个文件，供 `torch.load(weights_only=True)` 读取；`torch_save_to_dcp`（本课对应的是 `from_single_file`）则反过来转换。
 # - DCP 自带的加载函数会不加限制地反序列化，并且相信 `.metadata` 关于文件和大小的一切说法：只加载你信任的目录，或者通过 `check_metadata` 和 `CheckedReader` 这样的检查来读取它们。
 
 # %% [markdown] lang="en"
 # ## Exercises
 #
-# Each exercise asks for a function; the cell after it checks your answer on small folders of its own and says what is missing or wrong. The exercises need nothing from the cells above except the next cell, so they also work after a kernel restart, and they run in this one process, without `torchrun`. In the student edition each answer is `raise NotImplementedError()`: replace it with your code.
+# Each exercise asks you to write a function; the check cell right after it runs your function on small folders of its own and tells you what is missing or wrong. Run the next cell first: it imports what the exercises need, so they work even after a kernel restart, without the cells above. In the student edition each answer is `raise NotImplementedError()`: replace it with your code, run that cell, then run the check cell after it.
 
 # %% [markdown] lang="zh-CN"
 # ## 练习
 #
-# 每道练习要求写一个函数；紧随其后的检查单元格会用它自己创建的小目录检验你的答案，并指出缺了什么或错在哪里。这些练习只依赖紧接着的下一个单元格，不需要上面的任何单元格，所以重启内核之后也能直接做；它们都在当前这一个进程中运行，不需要 `torchrun`。在学生版中，每个答案都是 `raise NotImplementedError()`：把它换成你的代码。
+# 每道练习都要求你写一个函数；紧跟在它后面的检查单元格会用自己创建的小目录运行你的函数，并告诉你缺了什么或错在哪里。请先运行下面这个单元格：它导入练习需要的一切，所以即使重启了内核、没有运行上面的单元格，也能做练习。在学生版中，每个答案都是 `raise NotImplementedError()`：把它换成你的代码，运行这个单元格，再运行它后面的检查单元格。
 
 # %%
 from pathlib import Path
 
-import distributed_checkpoints
-import exercise_checks
+from saveload_lessons import distributed_checkpoints, exercise_checks
 
 check = exercise_checks.for_lesson(5, language="en")
 # zh-CN: check = exercise_checks.for_lesson(5, language="zh-CN")
 
 # %% [markdown] lang="en"
-# **Exercise 5.1: where to resume when there is no pointer.** A run was killed and its `latest` file is gone. Write `newest_complete(root)`, which returns the path of the newest step folder (`step-000020`, …) under `root` whose save finished, or `None` when there is none. `distributed_checkpoints` has what you need to tell a finished folder and read a folder's step.
+# **Exercise 5.1: where to resume when there is no pointer.** A run was killed and its `latest` file is gone. Write `newest_complete(root)`, which returns the path of the newest step folder (`step-000020`, …) under `root` whose save finished, or `None` when there is none. `distributed_checkpoints` has what you need to tell a finished folder and read a folder's step. The cell after it checks your function.
 
 # %% [markdown] lang="zh-CN"
-# **练习 5.1：没有指针时从哪里恢复。** 一次训练被杀掉了，`latest` 文件也不见了。编写 `newest_complete(root)`：返回 `root` 下保存已经完成的最新步骤目录（`step-000020` 等）的路径；一个都没有时返回 `None`。要判断目录是否已经保存完成、读出目录的步数，`distributed_checkpoints` 里都有现成的函数。
+# **练习 5.1：没有指针时从哪里恢复。** 一次训练被杀掉了，`latest` 文件也不见了。编写 `newest_complete(root)`：在 `root` 下的步骤目录（`step-000020` 等）中找出已经保存完成、步数最大的那个，返回它的路径；如果没有这样的目录，就返回 `None`。判断一个目录是否保存完成、读出目录对应的步数，都可以用 `distributed_checkpoints` 中现成的函数。后面的单元格会检查你的函数。
 
 # %%
 def newest_complete(root):
@@ -559,7 +578,7 @@ check.exercise_1(newest_complete)
 # **Exercise 5.2: load a DCP folder, safely, in one process.** The check saves a small network with `dcp.save({"model": model.state_dict()}, ...)`. Write `load_dcp(model, folder)`, which loads that folder into `model` in this plain process, and refuses a folder whose `.metadata` would run code (plain `dcp.load` unpickles it).
 
 # %% [markdown] lang="zh-CN"
-# **练习 5.2：在一个进程中安全地加载 DCP 目录。** 检查单元格会用 `dcp.save({"model": model.state_dict()}, ...)` 保存一个小网络。编写 `load_dcp(model, folder)`：在当前这个普通进程中把该目录加载到 `model` 里，并且拒绝 `.metadata` 会执行代码的目录（直接用 `dcp.load` 会反序列化它）。
+# **练习 5.2：在一个进程中安全地加载 DCP 目录。** 检查单元格会用 `dcp.save({"model": model.state_dict()}, ...)` 保存一个小网络。编写 `load_dcp(model, folder)`：在当前这个普通进程中把该目录加载到 `model` 里；如果目录的 `.metadata` 会执行代码，就拒绝加载（直接调用 `dcp.load` 会反序列化它）。
 
 # %%
 def load_dcp(model, folder):

@@ -100,3 +100,11 @@ settings.register_profile("default", max_examples=40, deadline=None, database=No
 settings.register_profile("fuzz", max_examples=3000, deadline=None, database=None,
                           suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile("default")
+
+
+def load_checkpoint(path, map_location="cpu"):
+    """``checkpoint_io.load_checkpoint`` for files of ``fc_model.Network``: what most tests load."""
+    import fc_model
+    from saveload_lessons import checkpoint_io
+
+    return checkpoint_io.load_checkpoint(path, fc_model.NETWORK, map_location)

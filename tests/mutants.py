@@ -7,15 +7,11 @@ lesson has a test that breaks the thing it is about and sees that very assertion
     assert_fails_at(error, "assert scheduler_2.last_epoch")
 """
 
-import sys
 
 import nbformat
 import papermill
 
-from conftest import REPO
-
-sys.path.insert(0, str(REPO / "tools"))
-import build_notebooks  # noqa: E402
+from tools import build_notebooks
 
 
 def run_mutant(lesson_name, original, replacement, parameters, folder):

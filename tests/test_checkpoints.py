@@ -13,8 +13,9 @@ import pytest
 import torch
 from torch import nn, optim
 
-import checkpoint_io
 import fc_model
+from conftest import load_checkpoint
+from saveload_lessons import checkpoint_io
 
 WORKER = pathlib.Path(__file__).with_name("resume_worker.py")
 
@@ -53,8 +54,8 @@ def trained(tmp_path):
 
 def test_general_checkpoint_round_trip(trained):
     model, optimizer, path = trained
-    checkpoint = checkpoint_io.load_checkpoint(path)
-    assert checkpoint["format"] == checkpoint_io.CHECKPOINT_FORMAT
+    checkpoint = checkpoint_io.load_checkpoint(path, fc_model.NETWORK)
+    assert checkpoint["format"] == fc_model.NETWORK.checkpoint_format
     assert checkpoint["architecture"] == model.architecture
     assert (checkpoint["epoch"], checkpoint["step"]) == (1, 1)
     assert isinstance(checkpoint["loss"], float)
@@ -65,7 +66,7 @@ def test_general_checkpoint_round_trip(trained):
     generator_at_save = torch.get_rng_state()
     checkpoint_io.save_checkpoint(path, model, optimizer)
     torch.manual_seed(0)
-    assert torch.equal(checkpoint_io.load_checkpoint(path)["rng"]["cpu"], generator_at_save)
+    assert torch.equal(checkpoint_io.load_checkpoint(path, fc_model.NETWORK)["rng"]["cpu"], generator_at_save)
 
     fresh = fc_model.Network(784, 10, [32, 16])
     fresh_optimizer = optim.Adam(fresh.parameters(), lr=0.01)
@@ -104,7 +105,7 @@ def test_a_long_file_name_can_be_saved(tmp_path, trained, name):
     a file name may have: it is cut short."""
     model, optimizer, _ = trained
     checkpoint_io.save_checkpoint(tmp_path / name, model, optimizer)
-    assert checkpoint_io.load_checkpoint(tmp_path / name)["architecture"] == model.architecture
+    assert checkpoint_io.load_checkpoint(tmp_path / name, fc_model.NETWORK)["architecture"] == model.architecture
 
 
 def test_a_folder_that_cannot_be_opened_does_not_fail_a_save(tmp_path, trained, monkeypatch):
@@ -121,7 +122,7 @@ def test_a_folder_that_cannot_be_opened_does_not_fail_a_save(tmp_path, trained, 
     monkeypatch.setattr(os, "open", open_no_folder)
     checkpoint_io.save_checkpoint(tmp_path / "saved.pt", model, optimizer)
     monkeypatch.undo()
-    assert_same(checkpoint_io.load_checkpoint(tmp_path / "saved.pt")["model_state_dict"],
+    assert_same(checkpoint_io.load_checkpoint(tmp_path / "saved.pt", fc_model.NETWORK)["model_state_dict"],
                 model.state_dict())
 
 
@@ -132,7 +133,7 @@ def test_classic_course_checkpoint_loads(tmp_path, trained):
     path = tmp_path / "classic.pth"
     torch.save({"input_size": 784, "output_size": 10, "hidden_layers": [32, 16],
                 "state_dict": model.state_dict()}, path)
-    checkpoint = checkpoint_io.load_checkpoint(path)
+    checkpoint = checkpoint_io.load_checkpoint(path, fc_model.NETWORK)
     assert checkpoint["architecture"] == {"input_size": 784, "output_size": 10,
                                           "hidden_layers": [32, 16], "drop_p": 0.5}
     assert checkpoint["optimizer_state_dict"] is None
@@ -148,7 +149,7 @@ def test_bare_state_dict_loads_with_sizes_read_off_the_weights(tmp_path, trained
     assert loaded.architecture["hidden_layers"] == [32, 16]
     # but training cannot resume from it: there is no optimizer state
     with pytest.raises(checkpoint_io.CheckpointError, match="no optimizer state"):
-        checkpoint_io.restore(checkpoint_io.load_checkpoint(path), model, optimizer)
+        checkpoint_io.restore(checkpoint_io.load_checkpoint(path, fc_model.NETWORK), model, optimizer)
 
 
 @pytest.mark.parametrize("wrap, prefix", [
@@ -201,7 +202,7 @@ def test_damaged_files_get_a_clear_error(trained, damage):
     _, _, path = trained
     damage(path)
     with pytest.raises(checkpoint_io.CheckpointError) as info:
-        checkpoint_io.load_checkpoint(path)
+        checkpoint_io.load_checkpoint(path, fc_model.NETWORK)
     message = str(info.value)
     assert str(path) in message
     assert "is not a complete PyTorch checkpoint: it is truncated, damaged" in message
@@ -216,13 +217,13 @@ def test_missing_file(tmp_path):
     ({"weights": torch.zeros(3)}, "dict with keys \\['weights'\\]"),
     ([torch.zeros(3)], "holds a list"),
     ({"format": "other/9", "x": 1}, "has format 'other/9'"),
-    ({"format": checkpoint_io.CHECKPOINT_FORMAT}, "incomplete checkpoint"),
+    ({"format": fc_model.NETWORK.checkpoint_format}, "incomplete checkpoint"),
 ])
 def test_foreign_content_is_named(tmp_path, content, message):
     path = tmp_path / "foreign.pt"
     torch.save(content, path)
     with pytest.raises(checkpoint_io.CheckpointError, match=message):
-        checkpoint_io.load_checkpoint(path)
+        checkpoint_io.load_checkpoint(path, fc_model.NETWORK)
 
 
 class Payload:
@@ -235,7 +236,7 @@ class Payload:
         return (exec, (f"open({str(self.marker)!r}, 'w').close()",))
 
 
-@pytest.mark.parametrize("loader", [checkpoint_io.load_checkpoint, fc_model.load_network])
+@pytest.mark.parametrize("loader", [load_checkpoint, fc_model.load_network])
 def test_a_planted_payload_is_refused_and_never_runs(tmp_path, trained, loader):
     model, _, _ = trained
     marker = tmp_path / "marker"
@@ -252,7 +253,7 @@ def test_wrong_architecture_is_explained_and_changes_nothing(trained):
     other = fc_model.Network(784, 10, [64, 16])
     before = {k: v.clone() for k, v in other.state_dict().items()}
     with pytest.raises(checkpoint_io.CheckpointError, match=r"saved from a model with .*\[32, 16\]"):
-        checkpoint_io.restore(checkpoint_io.load_checkpoint(path), other)
+        checkpoint_io.restore(checkpoint_io.load_checkpoint(path, fc_model.NETWORK), other)
     assert_same(other.state_dict(), before)
 
 
@@ -260,7 +261,7 @@ def test_optimizer_that_does_not_fit(trained):
     model, _, path = trained
     sgd_on_part = optim.SGD(list(model.parameters())[:2], lr=0.1)
     with pytest.raises(checkpoint_io.CheckpointError, match="optimizer state does not fit"):
-        checkpoint_io.restore(checkpoint_io.load_checkpoint(path), model, sgd_on_part)
+        checkpoint_io.restore(checkpoint_io.load_checkpoint(path, fc_model.NETWORK), model, sgd_on_part)
 
 
 def test_resume_from_a_file_without_training_state_is_refused_and_changes_nothing(trained):
@@ -279,7 +280,7 @@ def test_training_state_goes_into_a_checkpoint_and_comes_back(tmp_path, trained)
                                    epoch_start_rng=checkpoint_io.rng_state())
     path = tmp_path / "state.pt"
     checkpoint_io.save_checkpoint(path, model, optimizer, **state.to_checkpoint())
-    loaded = fc_model.TrainingState.from_checkpoint(checkpoint_io.load_checkpoint(path), path)
+    loaded = fc_model.TrainingState.from_checkpoint(checkpoint_io.load_checkpoint(path, fc_model.NETWORK), path)
     assert_same(loaded.to_checkpoint(), state.to_checkpoint())
 
 
@@ -296,7 +297,7 @@ def test_safetensors_round_trip_rebuilds_from_metadata(tmp_path, trained):
     model, _, _ = trained
     path = tmp_path / "model.safetensors"
     checkpoint_io.save_safetensors(path, model)
-    checkpoint = checkpoint_io.load_checkpoint(path)
+    checkpoint = checkpoint_io.load_checkpoint(path, fc_model.NETWORK)
     assert checkpoint["architecture"] == model.architecture
     assert checkpoint["optimizer_state_dict"] is None
     loaded = fc_model.load_network(path)
@@ -318,10 +319,10 @@ def _write_safetensors(path, tensors, metadata):
 
 
 @pytest.mark.parametrize("tensors, metadata, message", [
-    ({"weights": torch.zeros(3)}, None, r"no fc_model architecture in its metadata \(found \[\]\)"),
-    (None, {"format": checkpoint_io.SAFETENSORS_FORMAT, "architecture": "{not json"},
+    ({"weights": torch.zeros(3)}, None, r"no fc_model.Network architecture in its metadata \(found \[\]\)"),
+    (None, {"format": fc_model.NETWORK.safetensors_format, "architecture": "{not json"},
      "unreadable architecture metadata"),
-    (None, {"format": checkpoint_io.SAFETENSORS_FORMAT,
+    (None, {"format": fc_model.NETWORK.safetensors_format,
             "architecture": '{"input_size": 784, "output_size": 10, "hidden_layers": [99, 16]}'},
      "its tensors do not match its architecture"),
 ])
@@ -334,7 +335,7 @@ def test_safetensors_with_wrong_metadata(tmp_path, trained, tensors, metadata, m
 
 
 @pytest.mark.parametrize("damage", [_truncate, _random_bytes, _empty])
-@pytest.mark.parametrize("loader", [checkpoint_io.load_checkpoint, fc_model.load_network])
+@pytest.mark.parametrize("loader", [load_checkpoint, fc_model.load_network])
 def test_damaged_safetensors_get_a_clear_error(tmp_path, trained, damage, loader):
     model, _, _ = trained
     path = tmp_path / "model.safetensors"
@@ -349,7 +350,7 @@ def test_whole_pickled_model_is_refused_by_every_loader(tmp_path, trained):
     model, _, _ = trained
     path = tmp_path / "whole.pth"
     torch.save(model, path)
-    for loader in (checkpoint_io.load_checkpoint, fc_model.load_network):
+    for loader in (load_checkpoint, fc_model.load_network):
         with pytest.raises(checkpoint_io.CheckpointError, match=r"refused \(found .*fc_model.Network"):
             loader(path)
 
@@ -373,7 +374,7 @@ def uninterrupted(tmp_path_factory, data_dir):
 
 def test_resume_in_a_new_process_is_bit_identical(uninterrupted, data_dir, tmp_path):
     run_worker(data_dir, tmp_path / "checkpoint.pt", tmp_path / "part.pt", 1)
-    assert checkpoint_io.load_checkpoint(tmp_path / "checkpoint.pt")["epoch"] == 1
+    assert checkpoint_io.load_checkpoint(tmp_path / "checkpoint.pt", fc_model.NETWORK)["epoch"] == 1
     resumed = run_worker(data_dir, tmp_path / "checkpoint.pt", tmp_path / "final.pt", 3)
     assert "Epoch: 1/3" not in resumed.stdout and "Epoch: 2/3" in resumed.stdout
     final = torch.load(tmp_path / "final.pt", weights_only=True)
@@ -407,7 +408,7 @@ def test_training_killed_at_random_moments_resumes_exactly(uninterrupted, data_d
         process.stdout.close()
         kills["during a save" if during_save else "between saves"] += 1
         if checkpoint.exists():  # the last good checkpoint must always load
-            checkpoint_io.load_checkpoint(checkpoint)
+            checkpoint_io.load_checkpoint(checkpoint, fc_model.NETWORK)
 
     # the kills during a save hit a write in progress: its temporary file is left behind
     assert list(tmp_path.glob(".checkpoint.pt.*.part"))

@@ -11,10 +11,9 @@ import pytest
 import torch
 from torch import nn, optim
 
-import checkpoint_io
-import devices
 import fc_model
-from conftest import REPO
+from conftest import REPO, load_checkpoint
+from saveload_lessons import checkpoint_io, devices
 
 META = torch.device("meta")
 
@@ -120,7 +119,7 @@ def test_a_cpu_checkpoint_restored_into_a_model_elsewhere_puts_the_optimizer_sta
     model, optimizer = stepped()
     path = tmp_path / "cpu.pt"
     checkpoint_io.save_checkpoint(path, model, optimizer)
-    checkpoint = checkpoint_io.load_checkpoint(path)  # tensors on the CPU
+    checkpoint = checkpoint_io.load_checkpoint(path, fc_model.NETWORK)  # tensors on the CPU
     target = fc_model.Network(**checkpoint["architecture"]).to("meta")
     target_optimizer = optim.Adam(target.parameters(), lr=0.01)
 
@@ -154,11 +153,11 @@ def test_load_network_puts_the_model_where_map_location_says(files, kind):
 
 
 def test_load_checkpoint_puts_the_tensors_where_map_location_says(files):
-    checkpoint = checkpoint_io.load_checkpoint(files["general"], map_location="meta")
+    checkpoint = checkpoint_io.load_checkpoint(files["general"], fc_model.NETWORK, map_location="meta")
     assert {t.device for t in checkpoint["model_state_dict"].values()} == {META}
 
 
-@pytest.mark.parametrize("loader", [checkpoint_io.load_checkpoint, fc_model.load_network])
+@pytest.mark.parametrize("loader", [load_checkpoint, fc_model.load_network])
 def test_a_device_this_machine_lacks_is_named_not_blamed_on_the_file(files, loader):
     missing = next((kind for kind in ("cuda", "mps") if kind not in devices.available_devices()),
                    None)

@@ -13,12 +13,10 @@ import pytest
 import torch
 import torch.distributed.checkpoint as dcp
 
-import distributed_checkpoints
 import fc_model
-import fsdp_training
-import launching
-from checkpoint_io import CheckpointError
 from conftest import assert_identical
+from saveload_lessons import distributed_checkpoints, fsdp_training, launching
+from saveload_lessons.checkpoint_io import CheckpointError
 
 MARKER = "payload-ran"
 
@@ -194,7 +192,7 @@ def test_from_single_file_refuses_what_torch_save_to_dcp_would_run(tmp_path, mon
 @pytest.mark.parametrize("nproc", [0, 65, 1.0, True, "2"])
 def test_process_counts_are_checked(nproc):
     with pytest.raises(ValueError, match="number of processes"):
-        launching.torchrun_command("fsdp_training", nproc=nproc)
+        launching.torchrun_command("saveload_lessons.fsdp_training", nproc=nproc)
 
 
 def test_a_failed_run_quotes_its_output():
@@ -237,7 +235,7 @@ TRAIN = ["--train-size", 640, "--epochs", 2, "--save-every", 3, "--keep", 2, "--
 def reference(tmp_path_factory, data_dir):
     """A 2-process run that nothing interrupts: 10 steps, checkpoints at 3, 6, 9 and 10."""
     root = tmp_path_factory.mktemp("reference")
-    result = launching.torchrun("fsdp_training", ["train", "--checkpoint-dir", root,
+    result = launching.torchrun("saveload_lessons.fsdp_training", ["train", "--checkpoint-dir", root,
                                                   "--data-dir", data_dir, *TRAIN], nproc=2)
     return root, result.stdout
 
@@ -248,12 +246,12 @@ def killed_and_resumed(tmp_path_factory, data_dir):
     the folder held then, and the output of the run that resumes from it."""
     root = tmp_path_factory.mktemp("killed")
     options = ["--checkpoint-dir", root, "--data-dir", data_dir, "--async-save", *TRAIN]
-    killed = launching.torchrun("fsdp_training", ["train", "--kill-while-saving", 6, *options],
+    killed = launching.torchrun("saveload_lessons.fsdp_training", ["train", "--kill-while-saving", 6, *options],
                                 nproc=2, check=False)
     after_kill = {"returncode": killed.returncode, "stdout": killed.stdout,
                   "latest": distributed_checkpoints.latest_checkpoint(root).name,
                   "unfinished": [p.name for p in distributed_checkpoints.unfinished_folders(root)]}
-    resumed = launching.torchrun("fsdp_training", ["train", "--resume", *options], nproc=2)
+    resumed = launching.torchrun("saveload_lessons.fsdp_training", ["train", "--resume", *options], nproc=2)
     return root, after_kill, resumed.stdout
 
 
@@ -303,7 +301,7 @@ def test_the_checkpoint_loads_on_one_and_on_three_processes(reference):
     distributed_checkpoints.load(wanted, latest)
     assert_identical(wanted["app"]["model"], expected["model"])
 
-    result = launching.torchrun("fsdp_training", ["gather", "--checkpoint-dir", root,
+    result = launching.torchrun("saveload_lessons.fsdp_training", ["gather", "--checkpoint-dir", root,
                                                   "--output", root / "gathered.pt"], nproc=3)
     assert "rank 2 holds rows 342-511" in result.stdout
     gathered = torch.load(root / "gathered.pt", weights_only=True)

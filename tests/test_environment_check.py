@@ -10,12 +10,9 @@ import sys
 
 import pytest
 
-import environment_check
 import helper
-from conftest import REPO
-
-sys.path.insert(0, str(REPO / "tools"))
-import build_notebooks  # noqa: E402
+from saveload_lessons import environment_check
+from tools.project import read_pyproject
 
 
 def run(capsys, *argv):
@@ -24,7 +21,7 @@ def run(capsys, *argv):
 
 
 def test_the_command_passes_on_a_ready_machine(data_dir):
-    result = subprocess.run([sys.executable, "-m", "environment_check", "--data-dir", data_dir,
+    result = subprocess.run([sys.executable, "-m", "saveload_lessons", "--data-dir", data_dir,
                              "--language", "en"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
     lines = result.stdout.splitlines()
@@ -35,8 +32,8 @@ def test_the_command_passes_on_a_ready_machine(data_dir):
 
 
 def check_in_subprocess(data_dir, language, **environment):
-    """``python -m environment_check`` with these environment variables; the finished process."""
-    return subprocess.run([sys.executable, "-m", "environment_check", "--language", language,
+    """``python -m saveload_lessons`` with these environment variables; the finished process."""
+    return subprocess.run([sys.executable, "-m", "saveload_lessons", "--language", language,
                            "--data-dir", os.path.expanduser(data_dir)],
                           capture_output=True, env={**os.environ, **environment}, timeout=120)
 
@@ -58,7 +55,7 @@ def test_the_check_writes_nothing_in_the_home_folder(tmp_path, data_dir, monkeyp
     ("cp1252", "en", "OK saving-loading-pytorch-lessons", "Everything is ready for the lessons."),
     ("cp1252", "zh-CN", "Note: this output (encoding cp1252) cannot show Chinese, so the lines it "
                         "cannot show are in English. For the whole report in Chinese, run "
-                        "`python -X utf8 -m environment_check --language zh-CN`.",
+                        "`python -X utf8 -m saveload_lessons --language zh-CN`.",
      "Everything is ready for the lessons."),
     ("gbk", "zh-CN", "OK 已安装 saving-loading-pytorch-lessons", "一切就绪，可以开始上课了。"),
 ], ids=["cp1252-en", "cp1252-zh-CN", "gbk-zh-CN"])
@@ -176,4 +173,6 @@ def test_a_missing_package_says_how_to_install_it(monkeypatch, capsys):
 
 
 def test_the_modules_checked_are_the_ones_pyproject_installs():
-    assert environment_check.companion_modules() == sorted(build_notebooks.companion_modules())
+    setuptools = read_pyproject()["tool"]["setuptools"]
+    top_level = {*setuptools["py-modules"], *(name for name in setuptools["packages"] if "." not in name)}
+    assert environment_check.companion_modules() == sorted(top_level)

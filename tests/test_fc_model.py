@@ -1,6 +1,8 @@
 """fc_model: the network, validation and the training loop, on real Fashion-MNIST."""
 
 import re
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -9,6 +11,7 @@ from torch import nn, optim
 from torch.utils.data import DataLoader
 
 import fc_model
+from conftest import REPO
 
 CLASSIC_KEYS = [
     "hidden_layers.0.weight", "hidden_layers.0.bias",
@@ -60,8 +63,10 @@ def test_architecture_rebuilds_the_same_network():
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    ({"hidden_layers": []}, "at least one"),
+    ({"hidden_layers": []}, "hidden_layers should be a non-empty list"),
     ({"hidden_layers": [512, 0]}, "positive"),
+    ({"hidden_layers": [512.0]}, "positive integers, got \\[512.0\\]"),
+    ({"input_size": True}, "input_size should be a positive integer, got True"),
     ({"drop_p": 1.0}, "probability"),
     ({"drop_p": -0.1}, "probability"),
 ])
@@ -140,3 +145,17 @@ def test_train_rejects_bad_counts(kwargs):
     optimizer = optim.SGD(model.parameters(), lr=0.1)
     with pytest.raises(ValueError, match="positive integer"):
         fc_model.train(model, [], [], nn.NLLLoss(), optimizer, **kwargs)
+
+
+def test_load_network_holds_the_weights_once():
+    """The memory benchmark, small: ``load_network`` (meta device, ``assign=True``) grows the
+    peak memory of a fresh process by about the weights once, where building the model and
+    copying the weights in held them twice. Ratios, measured in one run, not absolute figures."""
+    done = subprocess.run([sys.executable, str(REPO / "benchmarks" / "load_network_memory.py"),
+                           "--hidden", "3072", "3072", "3072", "--repeats", "1"],
+                          capture_output=True, text=True, cwd=REPO)
+    assert done.returncode == 0, done.stderr
+    ratios = {line[:18].strip(): float(line.split()[-1]) for line in done.stdout.splitlines()[2:]}
+    assert ratios.keys() == {"torch.load", "build, then copy", "load_network"}, done.stdout
+    assert ratios["load_network"] <= 1.2, done.stdout
+    assert ratios["load_network"] <= 0.75 * ratios["build, then copy"], done.stdout

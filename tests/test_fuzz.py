@@ -28,10 +28,10 @@ from hypothesis import strategies as st
 from test_hostile_files import HOSTILE_TENSORS, PLACEHOLDER, nested, rewrite, splice
 from torch import nn, optim
 
-import checkpoint_io
 import fc_model
-from checkpoint_io import MAX_PICKLE_NESTING, CheckpointError
-from conftest import damage
+from conftest import damage, load_checkpoint
+from saveload_lessons import checkpoint_io
+from saveload_lessons.checkpoint_io import MAX_PICKLE_NESTING, CheckpointError
 
 SECONDS = 5  # the most a loader may take on any of these small files
 FOLDER = Path(tempfile.mkdtemp(prefix="fuzz-"))
@@ -92,7 +92,7 @@ def check_result(result):
 def check_loaders(path, refused=False):
     """Every loader gives a correct result or a CheckpointError naming the file, quickly
     (only the error if ``refused``)."""
-    for loader in (checkpoint_io.load_checkpoint, fc_model.load_network):
+    for loader in (load_checkpoint, fc_model.load_network):
         start = time.monotonic()
         try:
             result = loader(path)
@@ -102,7 +102,7 @@ def check_loaders(path, refused=False):
         else:
             assert not refused, f"{loader.__name__} accepted a hostile file"
             check_result(result)
-            if loader is checkpoint_io.load_checkpoint and "epoch" in result:
+            if loader is load_checkpoint and "epoch" in result:
                 try:
                     fc_model.TrainingState.from_checkpoint(result, path)
                 except CheckpointError as err:
@@ -173,7 +173,7 @@ architectures = st.fixed_dictionaries(
      "output_size": st.integers(-2, 40), "hidden_layers": st.lists(st.integers(-1, 10**9), max_size=4)},
     optional={"drop_p": st.floats() | st.none()})
 metadata = st.dictionaries(st.text(max_size=12), st.text(max_size=30), max_size=3) | st.builds(
-    lambda architecture: {"format": checkpoint_io.SAFETENSORS_FORMAT,
+    lambda architecture: {"format": fc_model.NETWORK.safetensors_format,
                           "architecture": json.dumps(architecture)}, architectures)
 entries = st.fixed_dictionaries({
     "dtype": st.sampled_from(["F32", "F64", "F16", "I64", "U8", "BOOL", "X9"]),

@@ -51,9 +51,9 @@ from hypothesis import strategies as st
 from torch.distributed.checkpoint import filesystem
 from torch.distributed.checkpoint import metadata as dcp_metadata
 
-import distributed_checkpoints
-from checkpoint_io import CheckpointError
 from conftest import REPO, assert_identical, damage
+from saveload_lessons import distributed_checkpoints
+from saveload_lessons.checkpoint_io import CheckpointError
 
 SECONDS = 5  # the most a reader may take on any of these small folders
 FOLDER = Path(tempfile.mkdtemp(prefix="fuzz-dcp-"))
@@ -858,8 +858,8 @@ import json, os, resource, signal, sys, time, traceback
 sys.path[:0] = [os.path.join(REPO, "tests"), REPO]  # tests/conftest.py, not the root one
 import torch
 torch.set_num_threads(1)
-import distributed_checkpoints
-from checkpoint_io import CheckpointError
+from saveload_lessons import distributed_checkpoints
+from saveload_lessons.checkpoint_io import CheckpointError
 from conftest import assert_identical
 job = json.load(sys.stdin)
 

@@ -10,7 +10,6 @@ CPU-only machine with every loader, and an optimizer's state goes to its
 parameters' device when it is loaded (shown with the ``meta`` device).
 """
 
-import sys
 from unittest import mock
 
 import pytest
@@ -18,12 +17,10 @@ import torch
 from torch import nn, optim
 from torch.utils.data import DataLoader
 
-import checkpoint_io
 import fc_model
-from conftest import REPO, assert_identical
-
-sys.path.insert(0, str(REPO / "tools"))
-import run_notebooks  # noqa: E402
+from conftest import assert_identical
+from saveload_lessons import checkpoint_io
+from tools import run_notebooks
 
 requires_cuda = [
     pytest.mark.cuda,
@@ -67,7 +64,7 @@ def assert_loads_on_cpu_with_every_loader(checkpoint_path, safetensors_path, mod
     equal to ``model``'s weights."""
     expected = on_cpu(model.state_dict())
     for path in (checkpoint_path, safetensors_path):
-        checkpoint = checkpoint_io.load_checkpoint(path, map_location="cpu")
+        checkpoint = checkpoint_io.load_checkpoint(path, fc_model.NETWORK, map_location="cpu")
         assert {t.device.type for t in tensors(checkpoint)} == {"cpu"}, path.name
         assert_identical(dict(checkpoint["model_state_dict"]), expected, path.name)
         network = fc_model.load_network(path)
@@ -98,7 +95,7 @@ def test_optimizer_state_goes_to_the_parameters_device(tmp_path):
     stays where it was loaded unless the optimizer is fused or capturable."""
     model, optimizer = trained("cpu")
     checkpoint_io.save_checkpoint(tmp_path / "cpu.pt", model, optimizer, epoch=1)
-    checkpoint = checkpoint_io.load_checkpoint(tmp_path / "cpu.pt", map_location="cpu")
+    checkpoint = checkpoint_io.load_checkpoint(tmp_path / "cpu.pt", fc_model.NETWORK, map_location="cpu")
     with torch.device("meta"):
         elsewhere = fc_model.Network(**ARCHITECTURE)
     elsewhere_optimizer = optim.Adam(elsewhere.parameters(), lr=1e-3)
@@ -132,7 +129,7 @@ def test_saved_on_cuda_loads_on_cpu_with_every_loader(tmp_path):
 def test_cpu_checkpoint_onto_cuda_with_optimizer_state_and_one_step(tmp_path):
     model, optimizer = trained("cpu")
     checkpoint_io.save_checkpoint(tmp_path / "cpu.pt", model, optimizer, epoch=1)
-    checkpoint = checkpoint_io.load_checkpoint(tmp_path / "cpu.pt", map_location="cuda")
+    checkpoint = checkpoint_io.load_checkpoint(tmp_path / "cpu.pt", fc_model.NETWORK, map_location="cuda")
     assert {t.device.type for t in tensors(checkpoint["model_state_dict"])} == {"cuda"}
     gpu_model, gpu_optimizer = trained("cuda", seed=1)
     checkpoint_io.restore(checkpoint, gpu_model, gpu_optimizer)

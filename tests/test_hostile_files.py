@@ -26,12 +26,12 @@ import safetensors.torch
 import torch
 from torch import nn, optim
 
-import checkpoint_io
 import fc_model
-from checkpoint_io import CheckpointError
-from conftest import REPO, assert_identical
+from conftest import REPO, assert_identical, load_checkpoint
+from saveload_lessons import checkpoint_io
+from saveload_lessons.checkpoint_io import CheckpointError
 
-LOADERS = [checkpoint_io.load_checkpoint, fc_model.load_network]
+LOADERS = [load_checkpoint, fc_model.load_network]
 
 
 @pytest.fixture
@@ -49,7 +49,7 @@ def saved(tmp_path):
 
 def general(model, optimizer, **changes):
     """The dict ``save_checkpoint`` writes, with some entries changed."""
-    checkpoint = {"format": checkpoint_io.CHECKPOINT_FORMAT, "architecture": model.architecture,
+    checkpoint = {"format": fc_model.NETWORK.checkpoint_format, "architecture": model.architecture,
                   "model_state_dict": model.state_dict(),
                   "optimizer_state_dict": optimizer.state_dict(), "rng": checkpoint_io.rng_state()}
     checkpoint.update(changes)
@@ -124,7 +124,8 @@ def a_global(module, name):
 
 LOAD_IN_A_CHILD = """
 import json, resource, sys, time
-import checkpoint_io, fc_model
+import fc_model
+from saveload_lessons import checkpoint_io
 
 def peak_mb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -134,7 +135,10 @@ before, results = peak_mb(), []
 for path in paths:
     start = time.monotonic()
     try:
-        getattr(fc_model if loader == "load_network" else checkpoint_io, loader)(path, map_location)
+        if loader == "load_network":
+            fc_model.load_network(path, map_location)
+        else:
+            checkpoint_io.load_checkpoint(path, fc_model.NETWORK, map_location)
         error = None
     except checkpoint_io.CheckpointError as err:
         error = str(err)
@@ -341,7 +345,7 @@ def test_safetensors_metadata_nested_without_end(tmp_path, saved):
     model, _, _ = saved
     path = tmp_path / "deep.safetensors"
     safetensors.torch.save_file(model.state_dict(), str(path), metadata={
-        "format": checkpoint_io.SAFETENSORS_FORMAT, "architecture": "[" * 100_000 + "]" * 100_000})
+        "format": fc_model.NETWORK.safetensors_format, "architecture": "[" * 100_000 + "]" * 100_000})
     for loader in LOADERS:
         refused(path, loader, "unreadable architecture metadata .* \\(RecursionError\\)")
 
@@ -364,7 +368,7 @@ def test_a_training_state_of_the_wrong_type(tmp_path, saved):
     state = fc_model.TrainingState(epoch=1, step=20).to_checkpoint()
     checkpoint_io.save_checkpoint(path, model, optimizer, **dict(state, epoch="1", history=None))
     with pytest.raises(CheckpointError, match="unusable training state: epoch, history"):
-        fc_model.TrainingState.from_checkpoint(checkpoint_io.load_checkpoint(path), path)
+        fc_model.TrainingState.from_checkpoint(checkpoint_io.load_checkpoint(path, fc_model.NETWORK), path)
 
 
 # --------------------------------------------------------------------------- nothing half-done
@@ -401,7 +405,7 @@ def test_restore_checks_the_optimizer_before_touching_the_model(tmp_path, saved,
 
     with pytest.raises(CheckpointError, match=r"'exp_avg' of parameter 0 has shape \(5, 5\), "
                                               r"expected a tensor of shape \(32, 784\)"):
-        checkpoint_io.restore(checkpoint_io.load_checkpoint(path), *target, path)
+        checkpoint_io.restore(checkpoint_io.load_checkpoint(path, fc_model.NETWORK), *target, path)
     assert_unchanged(*target, before)
 
 
@@ -530,7 +534,7 @@ def test_a_5_mb_key_is_quoted_briefly(tmp_path, saved, target):
     path = tmp_path / "long-key.pt"
     torch.save(general(model, optimizer, optimizer_state_dict=state), path)
     with pytest.raises(CheckpointError, match="'kkkk.*' of parameter 0 is .*neither a tensor") as info:
-        checkpoint_io.restore(checkpoint_io.load_checkpoint(path), *target, path)
+        checkpoint_io.restore(checkpoint_io.load_checkpoint(path, fc_model.NETWORK), *target, path)
     assert str(path) in str(info.value) and len(str(info.value)) < 2000
 
 
@@ -574,7 +578,7 @@ def test_saving_through_a_symlink_replaces_its_target_with_the_targets_permissio
         os.umask(previous)
     assert link.is_symlink() and link.resolve() == target_file.resolve()
     assert oct(target_file.stat().st_mode & 0o777) == expected
-    assert checkpoint_io.load_checkpoint(link)["architecture"] == model.architecture
+    assert checkpoint_io.load_checkpoint(link, fc_model.NETWORK)["architecture"] == model.architecture
     assert [p.name for p in (tmp_path / "store").iterdir()] == ["real.pt"]  # no .part left
     assert not list(tmp_path.glob(".*.part"))
 
@@ -605,7 +609,7 @@ def test_a_refusal_is_recognised_by_its_type_not_its_wording(saved, monkeypatch)
             raise pickle.UnpicklingError("Weights only load failed, reworded at length") from None
 
     monkeypatch.setattr(torch, "load", refuse)
-    message = refused(path, checkpoint_io.load_checkpoint, "was refused by torch.load")
+    message = refused(path, load_checkpoint, "was refused by torch.load")
     assert "Unsupported operand 149" in message
 
 
@@ -650,7 +654,7 @@ def test_an_archive_with_two_faces_is_refused(tmp_path):
     hidden = b"\x80\x02}" + b")" + b"\x85" * 400_000 + b"Ns."
     path.write_bytes(_two_faced_archive(pickle.dumps({"shown": 1}, protocol=2), hidden))
     result = subprocess.run(
-        [sys.executable, "-c", "import sys, checkpoint_io\ntry:\n    checkpoint_io.load_torch_file("
+        [sys.executable, "-c", "import sys\nfrom saveload_lessons import checkpoint_io\ntry:\n    checkpoint_io.load_torch_file("
          f"{str(path)!r}, 'cpu')\nexcept checkpoint_io.CheckpointError as error:\n    print(error)"],
         cwd=REPO, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, f"exit status {result.returncode}: {result.stderr[-1000:]}"
@@ -663,13 +667,13 @@ def test_many_integers_with_one_hash_are_refused_at_once(tmp_path, saved):
     model, optimizer, _ = saved
     path = tmp_path / "collisions.pt"
     torch.save(general(model, optimizer, notes={k * (2**61 - 1): None for k in range(1, 32_001)}), path)
-    message = refused(path, checkpoint_io.load_checkpoint, "integers of 2\\*\\*61 or more", seconds=5)
+    message = refused(path, load_checkpoint, "integers of 2\\*\\*61 or more", seconds=5)
     assert "32,000 integers" in message
 
 
 def test_a_quantized_optimizer_state_is_refused_before_anything_is_restored(saved):
     model, optimizer, path = saved
-    checkpoint = checkpoint_io.load_checkpoint(path)
+    checkpoint = checkpoint_io.load_checkpoint(path, fc_model.NETWORK)
     state = checkpoint["optimizer_state_dict"]["state"][0]
     state["exp_avg"] = torch.quantize_per_tensor(torch.zeros_like(state["exp_avg"]), 0.1, 0, torch.qint8)
     fresh = fc_model.Network(784, 10, [32, 16])

@@ -21,10 +21,9 @@ import torch
 import torch.distributed.checkpoint as dcp
 from torch.distributed.checkpoint import FileSystemWriter
 
-import distributed_checkpoints
-import launching
-from checkpoint_io import CheckpointError
 from conftest import REPO, assert_identical
+from saveload_lessons import distributed_checkpoints, launching
+from saveload_lessons.checkpoint_io import CheckpointError
 
 STATE = {"model": {"w": torch.arange(12.0).reshape(3, 4), "b": torch.ones(4)},
          "progress": {"epoch": 2, "lr": 0.1}}
@@ -158,7 +157,7 @@ def test_deep_nesting_in_metadata_is_refused_not_a_crash(tmp_path):
     depth = 10**6
     (folder / ".metadata").write_bytes(b"\x80\x04}" + b")" + b"\x85" * depth + b"K\x01s.")
     output = _in_subprocess(f"""
-        import distributed_checkpoints
+        from saveload_lessons import distributed_checkpoints
         try:
             distributed_checkpoints.check_metadata({str(folder)!r})
         except distributed_checkpoints.CheckpointError as error:
@@ -338,7 +337,7 @@ def _pointer_outcome(root):
     it holds after its imports, for 30 seconds."""
     return _in_subprocess(f"""
         import re, resource
-        import distributed_checkpoints
+        from saveload_lessons import distributed_checkpoints
         status = open("/proc/self/status").read()
         size = int(re.search(r"VmSize:\\s+(\\d+) kB", status).group(1)) * 1024 + 2**30
         resource.setrlimit(resource.RLIMIT_AS, (size, size))
@@ -441,7 +440,7 @@ def test_metadata_cannot_change_an_enum_member_of_the_process(tmp_path):
     folder = saved(tmp_path / "enum")
     (folder / ".metadata").write_bytes(ENUM_BUILD)
     output = _in_subprocess(f"""
-        import distributed_checkpoints
+        from saveload_lessons import distributed_checkpoints
         from torch.distributed.checkpoint.metadata import _MEM_FORMAT_ENCODING
         try:
             distributed_checkpoints.check_metadata({str(folder)!r})

@@ -57,9 +57,9 @@ def test_lesson_1_checks_every_batch_of_an_epoch(quick, tmp_path, original, repl
      "torch.load(model_dir / 'clean.pth', weights_only=True)\n",
      "only these refused the file: ['checkpoint_io']"),
     # checkpoint_io "accepts" it
-    ("checkpoint_io.load_checkpoint(evil_path)",
+    ("checkpoint_io.load_checkpoint(evil_path, fc_model.NETWORK)",
      "checkpoint_io.save_safetensors(model_dir / 'clean.safetensors', model); "
-     "checkpoint_io.load_checkpoint(model_dir / 'clean.safetensors')",
+     "checkpoint_io.load_checkpoint(model_dir / 'clean.safetensors', fc_model.NETWORK)",
      "only these refused the file: ['torch.load']"),
     # the marker exists (as if the payload had run): created by the mutant, not by a payload
     ("marker.unlink(missing_ok=True)", "marker.touch()", "the payload ran!"),

@@ -25,7 +25,7 @@ def quick_4(data_dir):
 def test_lesson_2_best_checkpoint_saved_at_the_wrong_moment(quick_2, tmp_path):
     # The bug: best.pt gets the final weights, with the step and the accuracy of the best report.
     wrong_moment = ("resume=True, best_path=best_path)\n"
-                    "best_record = checkpoint_io.load_checkpoint(best_path)\n"
+                    "best_record = checkpoint_io.load_checkpoint(best_path, fc_model.NETWORK)\n"
                     "checkpoint_io.save_checkpoint(best_path, model_c, optimizer_c, "
                     "step=best_record['step'], best_accuracy=best_record['best_accuracy'])")
     error = run_mutant(LESSON_2, "resume=True, best_path=best_path)", wrong_moment, quick_2, tmp_path)

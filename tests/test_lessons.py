@@ -9,10 +9,9 @@ import sys
 import pytest
 
 from conftest import REPO
-
-sys.path.insert(0, str(REPO / "tools"))
-import build_notebooks  # noqa: E402
-from build_notebooks import LessonError, load_lesson, localize_code  # noqa: E402
+from saveload_lessons import LANGUAGES
+from tools import build_notebooks
+from tools.build_notebooks import LessonError, load_lesson, localize_code
 
 LESSON_1 = REPO / "lessons" / "01-saving-and-loading-models.py"
 
@@ -88,13 +87,27 @@ def broken_copy(tmp_path, old, new, name=LESSON_1.name):
     ("device = devices.get_device(device)\n", "",
      "the cell after the parameters does not call ['devices.get_device']"),
     ('epochs = 2 ', 'epochs = int("2") ', "must only assign plain values"),
+    ("#     teaching_minutes: 60\n", "", "the header needs teaching_minutes"),
+    ('for_lesson(1, language="en")', 'for_lesson(2, language="en")',
+     "must take its checks with exercise_checks.for_lesson(1, ...), the lesson's own number"),
 ])
 def test_a_lesson_that_breaks_a_rule_is_refused_with_the_reason(tmp_path, old, new, problem):
     path = broken_copy(tmp_path, old, new)
     with pytest.raises(LessonError) as info:
         load_lesson(path)
     assert problem in str(info.value)
-    assert "The rules (tools/build_notebooks.py)" in str(info.value)
+    assert "The rules (RULES in tools/build_notebooks.py)" in str(info.value)
+
+
+def test_a_lesson_without_registered_checks_is_refused(tmp_path):
+    """A lesson numbered 98, with lesson 1's exercises: no checks are registered for it."""
+    path = broken_copy(tmp_path, "#       en: 1. Saving", "#       en: 98. Saving",
+                       name="98-no-checks.py")
+    path.write_text(path.read_text(encoding="utf-8").replace("zh-CN: 1. ", "zh-CN: 98. ")
+                    .replace("for_lesson(1,", "for_lesson(98,"), encoding="utf-8")
+    with pytest.raises(LessonError, match="saveload_lessons/exercise_checks has no checks for lesson 98: "
+                                          "add lesson98.py"):
+        load_lesson(path)
 
 
 def test_quick_run_may_only_name_parameters(tmp_path):
@@ -115,7 +128,7 @@ def test_the_notebooks_link_each_lesson_to_the_next():
     notebooks = {(lesson.name, language): nb
                  for lesson, language, nb in build_notebooks.notebooks(lessons)}
     for lesson, following in zip(lessons, lessons[1:]):
-        for language in build_notebooks.LANGUAGES:
+        for language in LANGUAGES:
             last = notebooks[lesson.name, language].cells[-1]
             assert f"]({following.name}.ipynb)" in last.source
             assert following.title[language] in last.source
@@ -126,30 +139,10 @@ def test_lessons_can_be_chosen_by_number_or_name():
     lessons = build_notebooks.all_lessons()
     assert build_notebooks.select(lessons, ["1"]) == lessons[:1]
     assert build_notebooks.select(lessons, ["02", lessons[2].name]) == lessons[1:3]
-    with pytest.raises(SystemExit, match="unknown lesson in \\['9'\\]; the lessons are 01-"):
-        build_notebooks.select(lessons, ["9"])
+    with pytest.raises(SystemExit, match="unknown lesson in \\['0'\\]; the lessons are 01-"):
+        build_notebooks.select(lessons, ["0"])
 
 
-
-def test_the_build_executes_the_notebooks_in_build_not_beside_them(monkeypatch, tmp_path):
-    """The checkpoints a lesson writes while it is built must not land in notebooks/."""
-    executed_in, written_to = [], []
-    monkeypatch.setattr(build_notebooks, "execute", lambda nb, folder: executed_in.append(folder) or nb)
-    monkeypatch.setattr(build_notebooks.nbformat, "write", lambda nb, path: written_to.append(path))
-    monkeypatch.setattr(build_notebooks, "STUDENT", tmp_path / "student")
-    for name in ("READMES", "GUIDES"):
-        monkeypatch.setattr(build_notebooks, name, {language: tmp_path / f"{name}-{language}.md"
-                                                    for language in build_notebooks.LANGUAGES})
-        for path in getattr(build_notebooks, name).values():
-            path.write_text(f"{build_notebooks.LESSONS_START}\n{build_notebooks.LESSONS_END}\n")
-    build_notebooks.build(["1"])
-    assert len(executed_in) == len(build_notebooks.LANGUAGES)
-    assert all(folder.is_relative_to(REPO / "build") for folder in executed_in)
-    executed = [path for path in written_to if path.parent.parent == build_notebooks.NOTEBOOKS]
-    student = [path for path in written_to if path.parent.parent == tmp_path / "student"]
-    assert len(executed) == len(build_notebooks.LANGUAGES)
-    assert len(student) == len(build_notebooks.LANGUAGES) * len(build_notebooks.all_lessons())
-    assert len(written_to) == len(executed) + len(student)
 
 # --------------------------------------------------------------------------- lint
 

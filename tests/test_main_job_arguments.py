@@ -6,15 +6,12 @@ No notebook runs here: ``nothing_runs`` makes running one, or preparing the data
 """
 
 import reprlib
-import sys
 
 import papermill
 import pytest
 
 from conftest import REPO
-
-sys.path.insert(0, str(REPO / "tools"))
-import run_notebooks  # noqa: E402
+from tools import run_notebooks
 
 EN_PATHS = run_notebooks.notebook_paths(["en"])
 LESSON_2 = REPO / "notebooks" / "en" / "02-checkpoints-and-resuming-training.ipynb"
@@ -167,3 +164,19 @@ def test_a_home_folder_this_machine_lacks_stops_the_job_with_one_message(tmp_pat
     assert run_notebooks.main(["1", "-p", "data_dir", "~nosuchuser/data",
                                "--output", str(tmp_path)]) == 2
     assert "starts with a home folder this machine does not know" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- recording the run times
+
+@pytest.mark.parametrize("argv", [["--record", "1"], ["--record", "--quick"],
+                                  ["--record", "--language", "en"], ["--record", "-p", "epochs", "1"]])
+def test_only_a_full_run_with_the_defaults_is_recorded(argv, capsys, nothing_runs):
+    assert "--record keeps the times of a full run with the default parameters" in usage_error(capsys, *argv)
+
+
+def test_a_full_run_records_every_notebooks_time(tmp_path, recorded, monkeypatch):
+    written = []
+    monkeypatch.setattr(run_notebooks, "record_run_times", lambda times: written.append(times) or [])
+    assert run_notebooks.main(["--record", "--output", str(tmp_path)]) == 0
+    assert written == [{language: {path.stem: 1.0 for path in run_notebooks.notebook_paths([language])}
+                        for language in run_notebooks.LANGUAGES}]

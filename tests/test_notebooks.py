@@ -19,14 +19,10 @@ import torch
 from torch import nn
 from torchvision import datasets
 
-import checkpoint_io
-import distributed_checkpoints
 import fc_model
 from conftest import REPO, TRANSFORM, assert_identical
-
-sys.path.insert(0, str(REPO / "tools"))
-import build_notebooks  # noqa: E402
-import run_notebooks  # noqa: E402
+from saveload_lessons import checkpoint_io, distributed_checkpoints, fsdp_training
+from tools import build_notebooks, run_notebooks
 
 EN = sorted(p.name for p in (REPO / "notebooks" / "en").glob("*.ipynb"))
 ZH = sorted(p.name for p in (REPO / "notebooks" / "zh-CN").glob("*.ipynb"))
@@ -44,25 +40,6 @@ def read(path):
 
 
 # --------------------------------------------------------------------------- static checks
-
-def test_every_notebook_has_its_twin():
-    assert EN, "no notebooks found"
-    assert EN == ZH
-
-
-@pytest.mark.parametrize("name", EN)
-def test_twins_have_the_same_code_tags_and_parameters(name):
-    en = read(REPO / "notebooks" / "en" / name)
-    zh = read(REPO / "notebooks" / "zh-CN" / name)
-    assert len(en.cells) == len(zh.cells), f"{name}: {len(en.cells)} cells in en, {len(zh.cells)} in zh-CN"
-    for index, (a, b) in enumerate(zip(en.cells, zh.cells)):
-        where = f"{name}, cell {index} ({a.source.splitlines()[0][:60] if a.source else ''!r})"
-        assert a.cell_type == b.cell_type, f"{where}: {a.cell_type} in en, {b.cell_type} in zh-CN"
-        assert a.metadata.get("tags", []) == b.metadata.get("tags", []), f"{where}: tags differ"
-        if a.cell_type == "code":
-            assert build_notebooks.code_shape(a.source) == build_notebooks.code_shape(b.source), \
-                f"{where}: code differs beyond comments and the text of strings"
-
 
 def test_notebooks_and_readmes_match_their_sources():
     assert build_notebooks.check() == []
@@ -96,9 +73,15 @@ def installed_site(tmp_path_factory):
     subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps",
                     "--no-compile", "--no-build-isolation", "--target", str(site), str(REPO)],
                    check=True)
-    modules = {f"{name}.py" for name in build_notebooks.companion_modules()}
-    assert modules <= {p.name for p in site.iterdir()}
     return site
+
+
+def test_installing_the_collection_adds_three_names(installed_site):
+    """helper and fc_model, which the lessons are built around, and one package for the rest:
+    nothing generic (devices, launching...) that could shadow or be shadowed by another package."""
+    names = {path.name for path in installed_site.iterdir()
+             if not path.name.endswith(".dist-info") and path.name != "bin"}  # bin: its command
+    assert names == {"helper.py", "fc_model.py", "saveload_lessons"}
 
 
 @pytest.fixture(scope="session")
@@ -106,13 +89,14 @@ def quick_main_job(installed_site, tmp_path_factory, data_dir):
     """The main job with --quick, run once from a folder outside the repository on the
     pip-installed modules: (the finished process, the folder of executed notebooks).
 
-    English only: the Chinese twins have the same code and parameters (a test above checks
-    that), and nbval runs them in full."""
+    English only: the Chinese twins have the same code and parameters (the build's --check
+    makes sure of it), and nbval runs them in full."""
     output = tmp_path_factory.mktemp("main-job")
-    environment = {**os.environ, "PYTHONPATH": str(installed_site)}
+    # the installed modules first; the repository only for tools/
+    environment = {**os.environ, "PYTHONPATH": os.pathsep.join([str(installed_site), str(REPO)])}
     environment.pop("PYTHONDONTWRITEBYTECODE", None)
     result = subprocess.run(
-        [sys.executable, str(REPO / "tools" / "run_notebooks.py"), "--quick", "--language", "en",
+        [sys.executable, "-m", "tools.run_notebooks", "--quick", "--language", "en",
          "-p", "device", "cpu", "-p", "data_dir", data_dir, "--output", str(output)],
         capture_output=True, text=True, cwd=output, env=environment)
     return result, output
@@ -225,9 +209,10 @@ def test_the_kernels_own_errors_stay_out_of_the_report(tmp_path):
         'get_ipython().kernel.log.error("KeyboardInterrupt caught in kernel.")\nprint("ran")')])
     nbformat.write(logs, tmp_path / "logs.ipynb")
     result = subprocess.run(
-        [sys.executable, "-c", "import pathlib, sys; sys.path.insert(0, sys.argv[1]); import run_notebooks; "
+        [sys.executable, "-c", "import pathlib, sys; sys.path.insert(0, sys.argv[1]); "
+         "from tools import run_notebooks; "
          "print(run_notebooks.run_notebook(pathlib.Path(sys.argv[2]), sys.argv[3])[2])",
-         str(REPO / "tools"), str(tmp_path / "logs.ipynb"), str(tmp_path / "out")],
+         str(REPO), str(tmp_path / "logs.ipynb"), str(tmp_path / "out")],
         capture_output=True, text=True, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     executed = read(tmp_path / "out" / "logs.ipynb")
@@ -297,10 +282,10 @@ def test_lesson_2_leaves_resumable_checkpoints(quick_run, data_dir):
 
     text = "".join(o.get("text", "") for c in code_cells(nb) for o in c.outputs)
     assert "bit-identical weights: True" in text and "same history: True" in text
-    latest = checkpoint_io.load_checkpoint(folder / "checkpoints" / "latest.pt")
+    latest = checkpoint_io.load_checkpoint(folder / "checkpoints" / "latest.pt", fc_model.NETWORK)
     steps_per_epoch = -(-parameters["train_size"] // 64)
     assert (latest["epoch"], latest["step"]) == (3, 3 * steps_per_epoch)
-    best = checkpoint_io.load_checkpoint(folder / "checkpoints" / "best.pt")
+    best = checkpoint_io.load_checkpoint(folder / "checkpoints" / "best.pt", fc_model.NETWORK)
     assert best["best_accuracy"] == max(r["test_accuracy"] for r in latest["history"])
 
 
@@ -330,7 +315,7 @@ def test_lesson_3_files_are_real_and_the_payload_never_ran(quick_run, data_dir):
                                       nn.NLLLoss())
     assert accuracy > 0.75  # the trained network, not an untrained one
     with pytest.raises(checkpoint_io.CheckpointError, match="found builtins.exec"):
-        checkpoint_io.load_checkpoint(saved / "evil_checkpoint.pth")
+        checkpoint_io.load_checkpoint(saved / "evil_checkpoint.pth", fc_model.NETWORK)
 
 
 def test_lesson_4_files_are_what_the_lesson_says(quick_run):
@@ -365,13 +350,18 @@ def test_lesson_4_files_are_what_the_lesson_says(quick_run):
 
 
 
-def test_lesson_5_left_the_checkpoints_it_describes(quick_run):
-    folder, nb = quick_run(REPO / "notebooks" / "en" / "05-distributed-checkpoints.ipynb")
+def test_lesson_5_left_the_checkpoints_it_describes(quick_run, data_dir):
+    path = REPO / "notebooks" / "en" / "05-distributed-checkpoints.ipynb"
+    folder, nb = quick_run(path)
     files = folder / "distributed"
-    final = "step-000025"  # quick run: 1 epoch of 3200 images on 2 processes, batches of 64
-    for run in ("uninterrupted", "killed-and-resumed"):
-        assert distributed_checkpoints.latest_checkpoint(files / run).name == final
-        assert [p.name for p in distributed_checkpoints.step_folders(files / run)] == ["step-000020", final]
+    run = {**run_notebooks.notebook_parameters(path), **quick_parameters(path, data_dir)}
+    total = run["epochs"] * fsdp_training.steps_per_epoch(run["train_size"], run["world_size"])
+    saved = [*range(run["save_every"], total, run["save_every"]), total]  # and always the last step
+    kept = [distributed_checkpoints.step_folder(files, step).name for step in saved[-run["keep"]:]]
+    final = kept[-1]
+    for run_folder in ("uninterrupted", "killed-and-resumed"):
+        assert distributed_checkpoints.latest_checkpoint(files / run_folder).name == final
+        assert [p.name for p in distributed_checkpoints.step_folders(files / run_folder)] == kept
     uninterrupted = distributed_checkpoints.to_single_file(files / "uninterrupted" / final,
                                                            folder / "a.pt")
     resumed = distributed_checkpoints.to_single_file(files / "killed-and-resumed" / final,

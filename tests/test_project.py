@@ -1,6 +1,7 @@
 """Project files that must agree with each other."""
 
 import re
+import subprocess
 import sys
 
 import yaml
@@ -8,9 +9,7 @@ from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 
 from conftest import REPO
-
-sys.path.insert(0, str(REPO / "tools"))
-from build_notebooks import read_pyproject  # noqa: E402
+from tools.project import read_pyproject
 
 
 def readme_commands(name):
@@ -28,13 +27,6 @@ def test_the_readmes_start_with_the_two_commands_and_ci_runs_the_test_one():
         assert commands(readme_commands(readme)[0]) == ["make run", "make test"], readme
     ci_lines = (REPO / ".ci" / "run").read_text().strip().splitlines()
     assert ci_lines[-1] == "make test"
-
-
-def test_make_test_runs_nbval_on_copies_outside_the_notebooks_folder():
-    makefile = (REPO / "Makefile").read_text()
-    recipe = re.search(r"^test:.*\n((?:\t.*\n)+)", makefile, re.M).group(1)
-    assert "--nbval $(TEST_NOTEBOOKS)" in recipe and "cp -R notebooks $(TEST_NOTEBOOKS)" in recipe
-    assert re.search(r"^TEST_NOTEBOOKS := build/", makefile, re.M)
 
 
 def test_both_readmes_give_the_same_commands():
@@ -86,3 +78,19 @@ def test_installed_torch_is_allowed_by_the_package():
     for module in (torch, torchvision):
         version = module.__version__.split("+")[0]
         assert dependencies[module.__name__].specifier.contains(version), module.__name__
+
+
+def test_the_pre_commit_hooks_are_valid_and_pass_on_this_tree():
+    """The hooks CONTRIBUTING.md asks contributors to install: a valid configuration whose
+    commands run and pass here (what a commit of this tree would see)."""
+    config = REPO / ".pre-commit-config.yaml"
+    validated = subprocess.run([sys.executable, "-m", "pre_commit", "validate-config", str(config)],
+                               capture_output=True, text=True)
+    assert validated.returncode == 0, validated.stdout + validated.stderr
+    hooks = [hook for repo in yaml.safe_load(config.read_text())["repos"] for hook in repo["hooks"]]
+    assert {hook["id"] for hook in hooks} == {"ruff", "lessons-in-sync"}
+    for hook in hooks:
+        command = hook["entry"].split()
+        command[0] = sys.executable if command[0].endswith("python") else command[0]
+        result = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
+        assert result.returncode == 0, f"{hook['id']}: {result.stdout}{result.stderr}"

@@ -15,7 +15,7 @@ import torch
 import torch.distributed.checkpoint as dcp
 from torch.distributed.checkpoint.api import CheckpointException
 
-import fsdp_training
+from saveload_lessons import fsdp_training
 
 
 class Killed(Exception):

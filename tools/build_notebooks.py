@@ -20,13 +20,14 @@ This script checks every lesson against the rules below (``RULES``), writes
 them (in ``build/lesson-runs/``, where the files they write stay out of the
 way) so the committed outputs come from a real run, writes the student
 edition, and regenerates what repeats: the Colab cell, the "next lesson"
-links, the lesson tables of both READMEs and the student-edition tables of
-both instructor guides.
+links (in a notebook whose code did not change, only its prose is rewritten:
+it is not run again), and the generated blocks of the READMEs and guides
+(``tools.generated_blocks``).
 
-    python tools/build_notebooks.py                 # check, build and execute every lesson
-    python tools/build_notebooks.py 01              # one lesson, by number or name
-    python tools/build_notebooks.py --student       # only the student edition (runs nothing)
-    python tools/build_notebooks.py --check         # are notebooks, student edition and READMEs in sync?
+    python -m tools.build_notebooks                 # check, build and execute every lesson
+    python -m tools.build_notebooks 01              # one lesson, by number or name
+    python -m tools.build_notebooks --student       # all that needs no run: student edition, prose, lists
+    python -m tools.build_notebooks --check         # are notebooks, student edition and READMEs in sync?
 
 The repository address (for the Colab cells and badges) is read from
 ``pyproject.toml``, its single source.
@@ -35,86 +36,73 @@ The repository address (for the Colab cells and badges) is read from
 import argparse
 import ast
 import copy
-import importlib.util
 import io
+import os
 import re
 import sys
 import tokenize
-from dataclasses import dataclass
 from pathlib import Path
 
-import jupytext
 import nbformat
 
-try:
-    import tomllib
-except ModuleNotFoundError:  # Python 3.10: the same parser, published as tomli
-    import tomli as tomllib
+from saveload_lessons import exercise_checks
+from saveload_lessons.values import is_count
+from tools.generated_blocks import generated_texts, write_generated_blocks
+from tools.project import (
+    BUILD,
+    KERNEL_ARGUMENTS,
+    LANGUAGES,
+    LESSONS,
+    NOTEBOOKS,
+    REPO,
+    STUDENT,
+    lesson_paths,
+    read_lesson,
+    repository_url,
+)
 
-REPO = Path(__file__).resolve().parent.parent
-LESSONS = REPO / "lessons"
-NOTEBOOKS = REPO / "notebooks"
-STUDENT = REPO / "student"  # the student edition: solutions replaced by a stub, no outputs
-BUILD_RUNS = REPO / "build" / "lesson-runs"  # where the build executes the notebooks
-LANGUAGES = ("en", "zh-CN")
-READMES = {"en": REPO / "README.md", "zh-CN": REPO / "README.zh-CN.md"}
-GUIDES = {"en": REPO / "INSTRUCTORS.md", "zh-CN": REPO / "INSTRUCTORS.zh-CN.md"}
-LESSONS_START, LESSONS_END = "<!-- lessons:start -->", "<!-- lessons:end -->"
-COLAB_BADGE = "https://colab.research.google.com/assets/colab-badge.svg"
-# The kernel's own log is noise in a report: warnings at start-up ("running over TCP
-# without encryption"), and "KeyboardInterrupt caught in kernel" when jupyter_client
-# interrupts a kernel before shutting it down (it always does) while a message is being
-# handled. A failing cell or a dead kernel is still reported, by nbclient and papermill.
-KERNEL_ARGUMENTS = ["--IPKernelApp.log_level=CRITICAL"]
+BUILD_RUNS = BUILD / "lesson-runs"  # where the build executes the notebooks
 
 TRANSLATION = "# zh-CN:"
 # nbgrader's markers of a solution region, and the stub that replaces it in the student edition.
 BEGIN_SOLUTION, END_SOLUTION = "### BEGIN SOLUTION", "### END SOLUTION"
-SOLUTION_STUB = ("# YOUR CODE HERE", "raise NotImplementedError()")
+# nbgrader's marker line stays; the Chinese edition says what to do in Chinese above it.
+SOLUTION_STUB = {
+    "en": ("# YOUR CODE HERE", "raise NotImplementedError()"),
+    "zh-CN": ("# 在这里写你的代码，运行这个单元格，再运行它后面的检查单元格。",
+              "# YOUR CODE HERE", "raise NotImplementedError()"),
+}
 EXERCISE_CHECK = re.compile(r"^check\.exercise_(\d+)\(", re.M)
+FOR_LESSON = re.compile(r"exercise_checks\.for_lesson\((\d+)\b")
 
-# What every lesson must have; ``lesson_problems`` checks each of these.
-RULES = """\
+REQUIRED_PARAMETERS = ("epochs", "device", "data_dir", "seed")
+EARLY_CHECKS = ("devices.get_device", "fc_model.check_positive_int", "helper.prepare_fashion_mnist")
+FEWEST_EXERCISES, MOST_EXERCISES = 2, 3
+
+# What every lesson must have; ``lesson_problems`` checks each of these. This is the one
+# place the rules are written down: CONTRIBUTING.md and every refusal point here.
+RULES = f"""\
 - its file name is NN-words.py, and its title starts with its number ("1. ") in both languages;
-- its header gives a title, a one-line summary (in both languages) and quick_run parameters;
+- its header gives a title and a one-line summary (in both languages), quick_run parameters
+  and teaching_minutes (the minutes it takes in a workshop);
 - every prose cell is an English cell followed by its Chinese twin;
 - every comment in its code is followed by a "# zh-CN:" line that translates it;
 - exactly one code cell is tagged "parameters"; it assigns plain values, at least to
-  epochs, device, data_dir and seed, and quick_run only names those parameters;
-- the first code cell after it checks them early: it calls devices.get_device,
-  fc_model.check_positive_int and helper.prepare_fashion_mnist;
-- it has two or three exercises, numbered from 1: each is a code cell with one solution
-  region (### BEGIN SOLUTION ... ### END SOLUTION), followed by a code cell that calls
-  check.exercise_N(...)."""
-REQUIRED_PARAMETERS = ("epochs", "device", "data_dir", "seed")
-EARLY_CHECKS = ("devices.get_device", "fc_model.check_positive_int", "helper.prepare_fashion_mnist")
+  {", ".join(REQUIRED_PARAMETERS)}, and quick_run only names those parameters;
+- the first code cell after it checks them early: it calls {", ".join(EARLY_CHECKS)};
+- it has {FEWEST_EXERCISES} to {MOST_EXERCISES} exercises, numbered from 1: each is a code cell with one
+  solution region ({BEGIN_SOLUTION} ... {END_SOLUTION}), followed by a code cell that calls
+  check.exercise_N(...);
+- its exercise section takes its checks with exercise_checks.for_lesson(N, ...), N its number;
+  they are a class in saveload_lessons/exercise_checks/lessonNN.py (a subclass of Checks with
+  lesson = N) that has exercise_1, exercise_2, ... for exactly those exercises."""
 
 NEXT_LESSON = {"en": "**Next:** [{title}]({name}.ipynb): {summary}",
                "zh-CN": "**下一课：**[{title}]({name}.ipynb)：{summary}"}
-README_HEADERS = {"en": "| Lesson | English | 中文 |", "zh-CN": "| 课程 | English | 中文 |"}
-README_DASHES = {"en": " — ", "zh-CN": " —— "}
 
 
 class LessonError(ValueError):
     """A lesson source that breaks the rules; the message lists every problem."""
-
-
-@dataclass
-class Lesson:
-    """One lesson source, read by jupytext: its name, header fields and cells (both languages)."""
-    path: Path
-    title: dict
-    summary: dict
-    quick_run: dict
-    cells: list
-
-    @property
-    def name(self):
-        return self.path.stem
-
-    @property
-    def number(self):
-        return int(self.name[:2])
 
 
 # --------------------------------------------------------------------------- code cells
@@ -214,11 +202,11 @@ def solution_regions(source):
     return regions
 
 
-def student_code(source):
+def student_code(source, language="en"):
     """``source`` with each solution region replaced by nbgrader's stub, indented like it."""
     lines = source.splitlines()
     for begin, end in reversed(solution_regions(source)):
-        lines[begin:end + 1] = [_indent(lines[begin]) + line for line in SOLUTION_STUB]
+        lines[begin:end + 1] = [_indent(lines[begin]) + line for line in SOLUTION_STUB[language]]
     return "\n".join(lines)
 
 
@@ -255,6 +243,9 @@ def lesson_problems(lesson):
             problems.append(f"the {language} summary must be one line, got {summary!r}")
     if not isinstance(lesson.quick_run, dict) or not lesson.quick_run:
         problems.append("the header needs quick_run parameters for the tests' quick runs")
+    if not is_count(lesson.teaching_minutes, 1):
+        problems.append(f"the header needs teaching_minutes, a positive whole number of minutes, "
+                        f"got {lesson.teaching_minutes!r}")
 
     cells = lesson.cells
     for index, cell in enumerate(cells):
@@ -297,6 +288,7 @@ def lesson_problems(lesson):
     if unchecked:
         problems.append(f"the cell after the parameters does not call {unchecked}")
     problems.extend(exercise_problems(code))
+    problems.extend(check_problems(lesson.number, code))
     return problems
 
 
@@ -313,9 +305,9 @@ def exercise_problems(code):
             problems.append(f"a code cell has {len(regions)} solution regions; an exercise has one")
         if regions:
             exercises.append(index)
-    if not 2 <= len(exercises) <= 3:
+    if not FEWEST_EXERCISES <= len(exercises) <= MOST_EXERCISES:
         problems.append(f"the lesson has {len(exercises)} exercises (solution regions); "
-                        "it needs two or three")
+                        f"it needs {FEWEST_EXERCISES} to {MOST_EXERCISES}")
     for number, index in enumerate(exercises, start=1):
         following = code[index + 1].source if index + 1 < len(code) else ""
         if [int(n) for n in EXERCISE_CHECK.findall(following)] != [number]:
@@ -324,41 +316,41 @@ def exercise_problems(code):
     return problems
 
 
+def check_problems(number, code):
+    """How the registered checks of lesson ``number`` miss its exercises (the ``code`` cells)."""
+    exercises = sum(1 for cell in code if BEGIN_SOLUTION in cell.source)
+    asked = {int(n) for cell in code for n in FOR_LESSON.findall(cell.source)}
+    if asked != {number}:
+        return [f"the exercise section must take its checks with exercise_checks.for_lesson({number}, "
+                f"...), the lesson's own number; it asks for {sorted(asked) or 'none'}"]
+    if number not in exercise_checks.lessons_with_exercises():
+        return [f"saveload_lessons/exercise_checks has no checks for lesson {number}: add "
+                f"lesson{number:02d}.py with a Checks subclass whose lesson is {number}"]
+    defined = exercise_checks.exercise_numbers(number)
+    if defined != list(range(1, exercises + 1)):
+        return [f"the checks of lesson {number} define exercises {defined}, but the lesson has "
+                f"{exercises}"]
+    return []
+
+
 def load_lesson(path):
     """Read a lesson source and check it; ``LessonError`` lists every rule it breaks."""
     path = Path(path)
-    notebook = jupytext.read(path, fmt="py:percent")
-    header = notebook.metadata.get("lesson", {})
-    lesson = Lesson(path=path, title=header.get("title", {}), summary=header.get("summary", {}),
-                    quick_run=header.get("quick_run", {}), cells=notebook.cells)
+    lesson = read_lesson(path)
     problems = lesson_problems(lesson)
     if problems:
         raise LessonError(f"{path.relative_to(REPO) if path.is_relative_to(REPO) else path} "
                           "breaks the lesson rules:\n- " + "\n- ".join(problems)
-                          + f"\nThe rules (tools/build_notebooks.py):\n{RULES}")
+                          + f"\nThe rules (RULES in tools/build_notebooks.py):\n{RULES}")
     return lesson
 
 
-def lesson_paths():
-    return sorted(LESSONS.glob("[0-9][0-9]-*.py"))
-
-
 def all_lessons():
-    return [load_lesson(path) for path in lesson_paths()]
+    """Every lesson in ``lessons/``, checked against the rules."""
+    return [load_lesson(path) for path in lesson_paths(LESSONS)]
 
 
 # --------------------------------------------------------------------------- notebooks
-
-def read_pyproject():
-    """The parsed ``pyproject.toml``."""
-    with open(REPO / "pyproject.toml", "rb") as f:
-        return tomllib.load(f)
-
-
-def repository_url():
-    """The repository address, from ``[project.urls] Repository`` in pyproject.toml."""
-    return read_pyproject()["project"]["urls"]["Repository"]
-
 
 def colab_cell(language):
     """The first code cell of every notebook: installs the companion modules on Colab only."""
@@ -403,12 +395,12 @@ def make_notebook(lesson, language, next_lesson=None):
     return nb
 
 
-def student_notebook(nb):
+def student_notebook(nb, language):
     """The student edition of an unexecuted notebook: each solution replaced by the stub."""
     student = copy.deepcopy(nb)
     for cell in student.cells:
         if cell.cell_type == "code":
-            cell.source = student_code(cell.source)
+            cell.source = student_code(cell.source, language)
     return student
 
 
@@ -421,12 +413,16 @@ def notebooks(lessons):
 
 
 def execute(nb, folder):
-    """Run ``nb`` top to bottom in ``folder`` (raises on the first error)."""
+    """Run ``nb`` top to bottom in ``folder`` (raises on the first error), with this checkout's
+    modules first on the kernel's path: the outputs show the code beside them, whichever
+    copy of the companion modules is installed."""
     from nbclient import NotebookClient
 
+    path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
     NotebookClient(nb, timeout=1200, kernel_name="python3", record_timing=False,
                    extra_arguments=KERNEL_ARGUMENTS,
-                   resources={"metadata": {"path": str(folder)}}).execute()
+                   resources={"metadata": {"path": str(folder)}}).execute(
+        env={**os.environ, "PYTHONPATH": path})
     nb.metadata.pop("widgets", None)
     return nb
 
@@ -436,64 +432,50 @@ def cell_signature(nb):
     return [(c.cell_type, c.source, c.metadata.get("tags", [])) for c in nb.cells]
 
 
-# --------------------------------------------------------------------------- READMEs
-
-def lessons_block(lessons, language, folder="notebooks"):
-    """The list of lessons, with a Colab badge per notebook and language, for the
-    notebooks in ``folder`` (``notebooks`` in the READMEs, ``student`` in the guides)."""
-    owner_repo = repository_url().removeprefix("https://github.com/").rstrip("/")
-    items = [f"{lesson.number}. **{lesson.title[language].split('. ', 1)[1]}**"
-             f"{README_DASHES[language]}{lesson.summary[language]}" for lesson in lessons]
-    rows = [README_HEADERS[language], "|---|---|---|"]
-    for lesson in lessons:
-        links = [
-            f"[![Open In Colab]({COLAB_BADGE})](https://colab.research.google.com/github/"
-            f"{owner_repo}/blob/main/{folder}/{lang}/{lesson.name}.ipynb)"
-            for lang in LANGUAGES
-        ]
-        rows.append(f"| [{lesson.title[language]}]({folder}/{language}/{lesson.name}.ipynb) | "
-                    + " | ".join(links) + " |")
-    return "\n".join(items) + "\n\n" + "\n".join(rows)
-
-
-def with_lessons_block(path, block):
-    """The text of ``path`` with its lessons:start ... lessons:end block replaced by ``block``."""
-    text = path.read_text(encoding="utf-8")
-    pattern = re.compile(re.escape(LESSONS_START) + ".*?" + re.escape(LESSONS_END), re.S)
-    if not pattern.search(text):
-        raise ValueError(f"{path.name} lacks the {LESSONS_START} ... {LESSONS_END} block")
-    return pattern.sub(lambda _: f"{LESSONS_START}\n{block}\n{LESSONS_END}", text)
-
-
-def generated_texts(lessons):
-    """``{path: text}`` for the READMEs and instructor guides, with their lesson lists."""
-    texts = {path: with_lessons_block(path, lessons_block(lessons, language))
-             for language, path in READMES.items()}
-    texts.update({path: with_lessons_block(path, lessons_block(lessons, language, "student"))
-                  for language, path in GUIDES.items()})
-    return texts
-
-
 # --------------------------------------------------------------------------- commands
 
+def _committed(path):
+    return nbformat.read(path, as_version=4) if path.exists() else None
+
+
+def _code_signature(nb):
+    return [entry for entry in cell_signature(nb) if entry[0] == "code"]
+
+
+def with_new_prose(committed, expected):
+    """``committed`` (an executed notebook) with the prose cells of ``expected``, when the two
+    have the same code cells: a changed sentence or "Next" link then needs no new run. None
+    when the code differs."""
+    if _code_signature(committed) != _code_signature(expected):
+        return None
+    code = iter(cell for cell in committed.cells if cell.cell_type == "code")
+    updated = copy.deepcopy(expected)
+    updated.cells = [next(code) if cell.cell_type == "code" else cell for cell in expected.cells]
+    updated.metadata = committed.metadata
+    return updated
+
+
 def check():
-    """Problems that make notebooks or READMEs differ from their sources (empty: in sync)."""
+    """Problems that make notebooks, student edition or READMEs differ from their sources
+    (empty: in sync)."""
     problems = []
     lessons = all_lessons()
     for lesson, language, expected in notebooks(lessons):
         target = NOTEBOOKS / language / f"{lesson.name}.ipynb"
-        if not target.exists():
+        committed = _committed(target)
+        if committed is None:
             problems.append(f"{target.relative_to(REPO)} is missing")
-            continue
-        committed = nbformat.read(target, as_version=4)
-        if cell_signature(committed) != cell_signature(expected):
-            problems.append(f"{target.relative_to(REPO)} differs from {lesson.path.relative_to(REPO)}")
+        elif cell_signature(committed) != cell_signature(expected):
+            again = ("--student (only its prose changed)" if with_new_prose(committed, expected)
+                     else lesson.name[:2])
+            problems.append(f"{target.relative_to(REPO)} differs from {lesson.path.relative_to(REPO)}: "
+                            f"run python -m tools.build_notebooks {again}")
         elif any(c.cell_type == "code" and c.execution_count is None for c in committed.cells):
             problems.append(f"{target.relative_to(REPO)} has cells that were never executed")
         student = STUDENT / language / f"{lesson.name}.ipynb"
-        if not student.exists() or nbformat.read(student, as_version=4) != student_notebook(expected):
+        if _committed(student) != student_notebook(expected, language):
             problems.append(f"{student.relative_to(REPO)} is missing or out of date: "
-                            "run python tools/build_notebooks.py --student")
+                            "run python -m tools.build_notebooks --student")
     expected_names = {f"{lesson.name}.ipynb" for lesson in lessons}
     for folder in (NOTEBOOKS, STUDENT):
         for language in LANGUAGES:
@@ -501,20 +483,9 @@ def check():
                 problems.append(f"{folder.name}/{language}/{stray} has no source in lessons/")
     for path, text in generated_texts(lessons).items():
         if path.read_text(encoding="utf-8") != text:
-            problems.append(f"{path.name}: the lesson list is out of date")
+            problems.append(f"{path.name}: a generated block (lesson list or run times) is out of "
+                            "date: run python -m tools.build_notebooks --student")
     return problems
-
-
-def companion_modules():
-    """The companion modules, as pyproject.toml lists them for ``pip install .``."""
-    return read_pyproject()["tool"]["setuptools"]["py-modules"]
-
-
-def modules_outside_the_repository():
-    """Companion modules that Python would import from somewhere other than this checkout."""
-    found = {name: importlib.util.find_spec(name) for name in companion_modules()}
-    return [f"{name} from {spec.origin if spec else 'nowhere'}" for name, spec in found.items()
-            if spec is None or not Path(spec.origin).resolve().is_relative_to(REPO)]
 
 
 def select(lessons, wanted):
@@ -530,32 +501,42 @@ def select(lessons, wanted):
 
 
 def build(wanted=()):
-    stale = modules_outside_the_repository()
-    if stale:
-        raise SystemExit(
-            f"the notebooks would import {', '.join(stale)}, not this checkout's files: "
-            "install the companion modules in editable mode with `pip install -e .`")
+    """Execute the notebooks of the lessons in ``wanted`` (all when empty), then write what
+    needs no run (``write_without_running``) for every lesson."""
     lessons = all_lessons()
     chosen = {lesson.name for lesson in select(lessons, wanted)}
     for lesson, language, nb in notebooks(lessons):
-        if lesson.name not in chosen:
-            continue
-        # Executed in build/ so the files a lesson writes never land beside the notebooks.
-        workdir = BUILD_RUNS / language
-        workdir.mkdir(parents=True, exist_ok=True)
-        print(f"executing {language}/{lesson.name}.ipynb ...", flush=True)
-        nbformat.write(execute(nb, workdir), NOTEBOOKS / language / f"{lesson.name}.ipynb")
-    write_student_edition(lessons)
+        if lesson.name in chosen:
+            # Executed in build/ so the files a lesson writes never land beside the notebooks.
+            workdir = BUILD_RUNS / language
+            workdir.mkdir(parents=True, exist_ok=True)
+            print(f"executing {language}/{lesson.name}.ipynb ...", flush=True)
+            nbformat.write(execute(nb, workdir), NOTEBOOKS / language / f"{lesson.name}.ipynb")
+    write_without_running(lessons)
 
 
-def write_student_edition(lessons=None):
-    """Write ``student/`` (nothing is executed) and the lesson lists of READMEs and guides."""
+def write_without_running(lessons=None):
+    """Write everything that needs no run: the new prose (a "Next" link, a sentence) of every
+    notebook whose code did not change, the student edition (``student/``) and the generated
+    blocks of READMEs and guides. A notebook whose code changed is left as it is and named,
+    to be built (executed) again."""
     lessons = lessons or all_lessons()
+    stale = set()
     for lesson, language, nb in notebooks(lessons):
+        target = NOTEBOOKS / language / f"{lesson.name}.ipynb"
+        committed = _committed(target)
+        refreshed = with_new_prose(committed, nb) if committed else None
+        if refreshed is None:
+            stale.add(lesson.name[:2])
+        elif cell_signature(refreshed) != cell_signature(committed):
+            print(f"new prose in {language}/{lesson.name}.ipynb (its code did not change: not run again)")
+            nbformat.write(refreshed, target)
         (STUDENT / language).mkdir(parents=True, exist_ok=True)
-        nbformat.write(student_notebook(nb), STUDENT / language / f"{lesson.name}.ipynb")
-    for path, text in generated_texts(lessons).items():
-        path.write_text(text, encoding="utf-8")
+        nbformat.write(student_notebook(nb, language), STUDENT / language / f"{lesson.name}.ipynb")
+    write_generated_blocks(lessons)
+    if stale:
+        print(f"the code of lessons {', '.join(sorted(stale))} changed: run "
+              f"python -m tools.build_notebooks {' '.join(sorted(stale))}", file=sys.stderr)
 
 
 def main():
@@ -563,7 +544,9 @@ def main():
     parser.add_argument("lessons", nargs="*", help="lesson numbers or names (default: all)")
     action = parser.add_mutually_exclusive_group()
     action.add_argument("--student", action="store_true",
-                        help="only write the student edition, student/ (executes nothing)")
+                        help="only write what needs no run: the student edition (student/), the new "
+                             "prose of notebooks whose code did not change, and the generated "
+                             "blocks of READMEs and guides")
     action.add_argument("--check", action="store_true",
                         help="only report whether notebooks, student edition and READMEs "
                              "match their sources")
@@ -574,8 +557,8 @@ def main():
             print("\n".join(problems) or "notebooks, student edition and READMEs are in sync with lessons/")
             return 1 if problems else 0
         if args.student:
-            write_student_edition()
-            print(f"wrote the student edition to {STUDENT}")
+            write_without_running()
+            print(f"wrote the student edition to {STUDENT}, and the prose and lists that need no run")
         else:
             build(args.lessons)
     except LessonError as err:

@@ -5,10 +5,10 @@ writes (checkpoints) land beside its executed copy in ``build/notebooks/``.
 One line per notebook is printed: name, language, seconds and the last test
 accuracy the notebook printed.
 
-    python tools/run_notebooks.py                       # all notebooks, both languages
-    python tools/run_notebooks.py --quick               # each lesson's quick run (a few minutes)
-    python tools/run_notebooks.py 1 3 -p device cpu     # lessons 1 and 3, on the CPU
-    python tools/run_notebooks.py notebooks/zh-CN/02-checkpoints-and-resuming-training.ipynb
+    python -m tools.run_notebooks                       # all notebooks, both languages
+    python -m tools.run_notebooks --quick               # each lesson's quick run (a few minutes)
+    python -m tools.run_notebooks 1 3 -p device cpu     # lessons 1 and 3, on the CPU
+    python -m tools.run_notebooks notebooks/zh-CN/02-checkpoints-and-resuming-training.ipynb
 
 Before anything runs, the names, the parameters (against each notebook's
 ``parameters`` cell), the output folder and the data set are checked, each with
@@ -39,7 +39,8 @@ import nbformat
 import papermill
 
 import helper
-from build_notebooks import KERNEL_ARGUMENTS, LANGUAGES, NOTEBOOKS, REPO, all_lessons
+from tools.project import KERNEL_ARGUMENTS, LANGUAGES, NOTEBOOKS, REPO, read_lessons
+from tools.run_times import record_run_times
 
 # "Test accuracy ...: 0.84" in English, "...测试准确率...：0.84" in Chinese.
 ACCURACY = re.compile(r"(?:test accuracy|测试准确率)[^:：\n]*[:：]\s*([01]\.\d+)", re.IGNORECASE)
@@ -126,7 +127,7 @@ def parameters_for(paths, given, quick=False):
             hint = f" Did you mean {close[0]!r}?" if close else ""
             raise UsageError(f"no notebook has a parameter {name!r}.{hint} "
                              f"The parameters are: {', '.join(known)}")
-    quick_runs = {lesson.name: lesson.quick_run for lesson in all_lessons()} if quick else {}
+    quick_runs = {lesson.name: lesson.quick_run for lesson in read_lessons()} if quick else {}
     chosen = {}
     for path in paths:
         defaults = declared[path]
@@ -262,7 +263,14 @@ def main(argv=None):
                         help="only this language (repeatable; default: both)")
     parser.add_argument("--output", default=REPO / "build" / "notebooks", type=Path,
                         help="where executed notebooks go (default: build/notebooks)")
+    parser.add_argument("--record", action="store_true",
+                        help="after a full run with the default parameters, write the times to "
+                             "notebooks/run-times.json and the timing tables of the guides and READMEs")
     args = parser.parse_args(argv)
+    if args.record and (args.names or args.quick or args.language
+                        or set(dict(args.parameter or [])) - {"data_dir"}):
+        parser.error("--record keeps the times of a full run with the default parameters: "
+                     "give no names, --quick, --language or -p (other than -p data_dir)")
 
     given = dict(args.parameter or [])
     data_dir = given.get("data_dir", "~")
@@ -283,7 +291,7 @@ def main(argv=None):
         print(f"error: no notebook was run. {error}", file=sys.stderr)
         return 2
 
-    failures = 0
+    failures, times = 0, {}
     width = max(len(path.stem) for path in paths) + 2
     print(f"{'notebook':<{width}}{'language':<10}{'seconds':>8}  test accuracy", flush=True)
     for path in paths:
@@ -295,9 +303,13 @@ def main(argv=None):
             print(f"{path.stem:<{width}}{language:<10}  FAILED in cell {error.exec_count}: "
                   f"{error.ename}: {error.evalue}", flush=True)
             continue
+        times.setdefault(language, {})[path.stem] = seconds
         shown = "-" if accuracy is None else f"{accuracy:.4f}"
         print(f"{path.stem:<{width}}{language:<10}{seconds:>8.1f}  {shown}", flush=True)
     print(f"{len(paths) - failures} notebooks ran, {failures} failed; outputs in {args.output}")
+    if args.record and not failures:
+        changed = record_run_times(times)
+        print("recorded the run times in " + ", ".join(str(path.relative_to(REPO)) for path in changed))
     return 1 if failures else 0
 
 

@@ -51,8 +51,11 @@ from torch.distributed.checkpoint import metadata as dcp_metadata
 from torch.distributed.checkpoint.api import CheckpointException
 from torch.distributed.checkpoint.planner import LoadItemType
 
-import checkpoint_io
-from checkpoint_io import CheckpointError
+from saveload_lessons import checkpoint_io
+from saveload_lessons.checkpoint_io import CheckpointError
+from saveload_lessons.files import atomic_write
+from saveload_lessons.messages import say
+from saveload_lessons.values import is_count, quote
 
 METADATA_FILE = ".metadata"   # written by DCP last, once every shard is on disk
 LATEST_FILE = "latest"        # names the newest complete step folder
@@ -60,7 +63,6 @@ STEP_FOLDER = re.compile(r"step-(\d{6,12})")
 MAX_METADATA_BYTES = 16 * 2**20  # DCP writes a few hundred bytes per piece of a tensor
 MAX_CHUNK_COMPARISONS = 10**5     # checking that no two pieces of a tensor overlap
 
-_quote = checkpoint_io._quote
 
 
 def _metadata_globals():
@@ -99,7 +101,7 @@ _METADATA_GLOBALS = _metadata_globals()
 
 def step_folder(root, step):
     """The folder of the checkpoint taken after ``step`` optimizer steps: ``root/step-000040``."""
-    if not checkpoint_io.is_count(step) or step >= 10**12:
+    if not is_count(step) or step >= 10**12:
         raise ValueError(f"step must be a non-negative integer below 10**12, got {step!r}")
     return Path(root) / f"step-{step:06d}"
 
@@ -137,33 +139,8 @@ def mark_latest(root, folder):
     if not is_complete(folder):
         raise CheckpointError(f"{folder} is incomplete (no {METADATA_FILE}): it cannot become the "
                               "latest checkpoint; mark it once the save has finished on every rank")
-    with checkpoint_io.atomic_write(root / LATEST_FILE) as file:
+    with atomic_write(root / LATEST_FILE) as file:
         file.write(f"{folder.name}\n".encode())
-
-
-def _read_small_file(path, limit):
-    """At most ``limit`` + 1 bytes of the regular file ``path``; ``CheckpointError`` for
-    anything else (a FIFO, a device, a folder, a link), without ever blocking on it."""
-    try:
-        descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0)
-                             | getattr(os, "O_NOFOLLOW", 0))
-    except OSError as err:
-        raise CheckpointError(f"cannot read {path} ({err.strerror or err})") from None
-    try:
-        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
-            raise CheckpointError(f"{path} is not a regular file (a pipe, a device or a folder)")
-        chunks, size = [], 0
-        while size <= limit:
-            chunk = os.read(descriptor, limit + 1 - size)
-            if not chunk:
-                break
-            chunks.append(chunk)
-            size += len(chunk)
-        return b"".join(chunks)
-    except OSError as err:
-        raise CheckpointError(f"cannot read {path} ({err.strerror or err})") from None
-    finally:
-        os.close(descriptor)
 
 
 def latest_checkpoint(root):
@@ -175,11 +152,11 @@ def latest_checkpoint(root):
     pointer = Path(root) / LATEST_FILE
     if not os.path.lexists(pointer):
         return None
-    content = _read_small_file(pointer, 64)
+    content = checkpoint_io.read_small_file(pointer, 64)
     name = content.decode("utf-8", errors="replace").strip()
     if len(content) > 64 or folder_step(name) is None or Path(name).name != name:
         raise CheckpointError(f"{pointer} should name a step folder such as step-000040, "
-                              f"but holds {_quote(name)}")
+                              f"but holds {quote(name)}")
     folder = Path(root) / name
     if folder.is_symlink():
         raise CheckpointError(f"{pointer} names {folder}, which is a link: a checkpoint's folder "
@@ -213,7 +190,7 @@ def prune(root, keep):
     some cannot be deleted, ``CheckpointError`` lists them afterwards. Call it
     on one rank, when no save is under way.
     """
-    if not checkpoint_io.is_count(keep, 1):
+    if not is_count(keep, 1):
         raise ValueError(f"keep must be a positive integer, got {keep!r}")
     latest = latest_checkpoint(root)
     if latest is None:
@@ -249,7 +226,8 @@ class _MetadataUnpickler(pickle.Unpickler):
             return _METADATA_GLOBALS[(module, name)]
         except KeyError:
             # check_pickle has bounded both names
-            raise _RefusedGlobal(f"{module}.{name} is not part of a checkpoint's metadata") from None
+            raise _RefusedGlobal(say(f"{module}.{name} is not part of a checkpoint's metadata",
+                                     f"{module}.{name} 不属于检查点的元数据")) from None
 
     def persistent_load(self, pid):
         raise _RefusedGlobal("a persistent id is not part of a checkpoint's metadata")
@@ -257,7 +235,7 @@ class _MetadataUnpickler(pickle.Unpickler):
 
 def _unpickle_metadata(path):
     """The object in ``path``, unpickled with nothing but DCP's record classes."""
-    data = _read_small_file(path, MAX_METADATA_BYTES)
+    data = checkpoint_io.read_small_file(path, MAX_METADATA_BYTES)
     if len(data) > MAX_METADATA_BYTES:
         raise CheckpointError(f"{path} is larger than {MAX_METADATA_BYTES:,} bytes; DCP's own "
                               "metadata needs a few hundred bytes per piece of a tensor: the file "
@@ -266,11 +244,12 @@ def _unpickle_metadata(path):
     try:
         return _MetadataUnpickler(io.BytesIO(data)).load()
     except _RefusedGlobal as err:
-        raise CheckpointError(f"{path} was refused: {err}. Only load checkpoints from a source "
-                              "you trust; this one may try to run code") from None
+        raise CheckpointError(say(f"{path} was refused: {err}. Only load checkpoints from a source "
+                                  "you trust; this one may try to run code",
+                                  f"{path} 被拒绝：{err}。只加载来源可信的检查点；这个检查点可能试图执行代码")) from None
     except Exception as err:  # a truncated or foreign file: UnpicklingError, EOFError, TypeError...
         raise CheckpointError(f"{path} is damaged or not DCP metadata "
-                              f"({type(err).__name__}: {_quote(str(err))})") from None
+                              f"({type(err).__name__}: {quote(str(err))})") from None
 
 
 def _is_size(value, dims=None):
@@ -291,22 +270,23 @@ def _shard_files(folder, storage):
         if type(index) is not dcp_metadata.MetadataIndex or not isinstance(index.fqn, str) \
                 or not (index.offset is None or _is_size(index.offset)) \
                 or type(info) is not filesystem._StorageInfo:
-            raise _Forged(f"a storage entry {_quote(index)} is not DCP's")
+            raise _Forged(f"a storage entry {quote(index)} is not DCP's")
         name = info.relative_path
         if not isinstance(name, str) or name in ("", ".", "..") or "\0" in name \
                 or pathlib.PurePosixPath(name).name != name or pathlib.PureWindowsPath(name).name != name:
-            raise _Forged(f"{_quote(index.fqn)} is stored at {_quote(name)}, which is not a file "
-                          "name inside the folder")
-        if not (checkpoint_io.is_count(info.offset) and checkpoint_io.is_count(info.length)):
-            raise _Forged(f"{_quote(index.fqn)} has offset {_quote(info.offset)} and length "
-                          f"{_quote(info.length)}")
+            raise _Forged(say(f"{quote(index.fqn)} is stored at {quote(name)}, which is not a file "
+                              "name inside the folder",
+                              f"{quote(index.fqn)} 存放在 {quote(name)} 中，而这不是目录内的文件名"))
+        if not (is_count(info.offset) and is_count(info.length)):
+            raise _Forged(f"{quote(index.fqn)} has offset {quote(info.offset)} and length "
+                          f"{quote(info.length)}")
         if getattr(info, "transform_descriptors", None):
-            raise _Forged(f"{_quote(index.fqn)} is stored through DCP extensions "
-                          f"{_quote(info.transform_descriptors)}, which this loader does not read")
+            raise _Forged(f"{quote(index.fqn)} is stored through DCP extensions "
+                          f"{quote(info.transform_descriptors)}, which this loader does not read")
         if name not in sizes:
             status = os.lstat(Path(folder) / name) if os.path.lexists(Path(folder) / name) else None
             if status is None or not stat.S_ISREG(status.st_mode):
-                raise _Forged(f"its shard file {_quote(name)} is missing, a link or not a regular file")
+                raise _Forged(f"its shard file {quote(name)} is missing, a link or not a regular file")
             sizes[name] = status.st_size
     return sizes
 
@@ -318,10 +298,10 @@ def _check_regions(storage, sizes):
     previous_end = {}
     for name, offset, length, fqn in regions:
         if offset + length > sizes[name]:
-            raise _Forged(f"{_quote(fqn)} lies at bytes {offset:,}-{offset + length:,} of "
+            raise _Forged(f"{quote(fqn)} lies at bytes {offset:,}-{offset + length:,} of "
                           f"{name}, which has {sizes[name]:,}")
         if offset < previous_end.get(name, 0):
-            raise _Forged(f"{_quote(fqn)} shares bytes of {name} with another entry")
+            raise _Forged(f"{quote(fqn)} shares bytes of {name} with another entry")
         previous_end[name] = offset + length
 
 
@@ -339,26 +319,26 @@ def _check_tensor_entry(fqn, entry, storage, comparisons):
             or not isinstance(properties.dtype, torch.dtype) \
             or properties.dtype not in checkpoint_io.PLAIN_DTYPES or properties.layout != torch.strided \
             or not _is_size(entry.size) or not isinstance(entry.chunks, list):
-        raise _Forged(f"the tensor {_quote(fqn)} is described with {_quote(entry)}")
+        raise _Forged(f"the tensor {quote(fqn)} is described with {quote(entry)}")
     itemsize, dims = properties.dtype.itemsize, len(entry.size)
     if math.prod(max(size, 1) for size in entry.size) * itemsize >= 2**62:
-        raise _Forged(f"the tensor {_quote(fqn)} has the impossible size {tuple(entry.size)}")
+        raise _Forged(f"the tensor {quote(fqn)} has the impossible size {tuple(entry.size)}")
     volume = 0
     for chunk in entry.chunks:
         if type(chunk) is not dcp_metadata.ChunkStorageMetadata \
                 or not (_is_size(chunk.offsets, dims) and _is_size(chunk.sizes, dims)) \
                 or any(o + n > size for o, n, size in zip(chunk.offsets, chunk.sizes, entry.size)):
-            raise _Forged(f"a piece {_quote(chunk)} of {_quote(fqn)} lies outside its size "
+            raise _Forged(f"a piece {quote(chunk)} of {quote(fqn)} lies outside its size "
                           f"{tuple(entry.size)}")
         info = storage.get(dcp_metadata.MetadataIndex(fqn, chunk.offsets))
         if info is None:
-            raise _Forged(f"the piece of {_quote(fqn)} at {tuple(chunk.offsets)} is stored nowhere")
+            raise _Forged(f"the piece of {quote(fqn)} at {tuple(chunk.offsets)} is stored nowhere")
         if info.length < math.prod(chunk.sizes) * itemsize:
-            raise _Forged(f"the piece of {_quote(fqn)} at {tuple(chunk.offsets)} holds "
+            raise _Forged(f"the piece of {quote(fqn)} at {tuple(chunk.offsets)} holds "
                           f"{math.prod(chunk.sizes) * itemsize:,} bytes of data in {info.length:,}")
         volume += math.prod(chunk.sizes)
     if volume != math.prod(entry.size):
-        raise _Forged(f"the pieces of {_quote(fqn)} hold {volume:,} of its "
+        raise _Forged(f"the pieces of {quote(fqn)} hold {volume:,} of its "
                       f"{math.prod(entry.size):,} elements")
     return _check_no_overlap(fqn, [c for c in entry.chunks if math.prod(c.sizes)], dims, comparisons)
 
@@ -370,7 +350,7 @@ def _check_no_overlap(fqn, chunks, dims, comparisons):
     ``comparisons`` (only a forged table of contents needs many)."""
     if dims == 0:
         if len(chunks) > 1:
-            raise _Forged(f"two pieces of {_quote(fqn)} overlap")
+            raise _Forged(f"two pieces of {quote(fqn)} overlap")
         return 0
     sweep = max(range(dims), key=lambda dim: len({chunk.offsets[dim] for chunk in chunks}))
     active, spent = [], 0
@@ -379,9 +359,9 @@ def _check_no_overlap(fqn, chunks, dims, comparisons):
         active = [other for other in active if other.offsets[sweep] + other.sizes[sweep] > start]
         spent += len(active)
         if spent > comparisons:
-            raise _Forged(f"{_quote(fqn)} has too many overlapping pieces to check")
+            raise _Forged(f"{quote(fqn)} has too many overlapping pieces to check")
         if any(_overlap(other, chunk) for other in active):
-            raise _Forged(f"two pieces of {_quote(fqn)} overlap")
+            raise _Forged(f"two pieces of {quote(fqn)} overlap")
         active.append(chunk)
     return spent
 
@@ -393,25 +373,25 @@ def _check_planner_data(planner_data, entries):
     if planner_data is None:
         planner_data = {}
     if not isinstance(planner_data, dict):
-        raise _Forged(f"its planner data is {_quote(planner_data)}")
+        raise _Forged(f"its planner data is {quote(planner_data)}")
     places, branches = set(), {}
     for fqn in entries:
         path = planner_data.get(fqn) or (fqn,)
         if not isinstance(path, (tuple, list)) or not 1 <= len(path) <= 64 \
-                or not all(isinstance(part, str) or (checkpoint_io.is_count(part) and part < len(entries))
+                or not all(isinstance(part, str) or (is_count(part) and part < len(entries))
                            for part in path) \
                 or ".".join(map(str, path)) != fqn:
-            raise _Forged(f"the key {_quote(fqn)} has the nesting {_quote(path)}")
+            raise _Forged(f"the key {quote(fqn)} has the nesting {quote(path)}")
         path = tuple(path)
         for depth in range(1, len(path)):
             kind = type(path[depth])  # an int below a place makes it a list, a str a dict
             if branches.setdefault(path[:depth], kind) is not kind:
-                raise _Forged(f"the key {_quote(fqn)} nests {_quote(path[:depth])} both as a "
+                raise _Forged(f"the key {quote(fqn)} nests {quote(path[:depth])} both as a "
                               "list and as a dict")
         places.add(path)
     clashing = [path for path in places if path in branches]
     if clashing:
-        raise _Forged(f"the place {_quote(clashing[0])} holds a value and other keys at once")
+        raise _Forged(f"the place {quote(clashing[0])} holds a value and other keys at once")
 
 
 def _check_contents(metadata, folder):
@@ -430,12 +410,12 @@ def _check_contents(metadata, folder):
             comparisons -= _check_tensor_entry(fqn, entry, storage, comparisons)
         elif type(entry) is dcp_metadata.BytesStorageMetadata:
             if dcp_metadata.MetadataIndex(fqn) not in storage:
-                raise _Forged(f"the value {_quote(fqn)} is stored nowhere")
+                raise _Forged(f"the value {quote(fqn)} is stored nowhere")
         else:
-            raise _Forged(f"{_quote(fqn)} is described with {_quote(entry)}")
+            raise _Forged(f"{quote(fqn)} is described with {quote(entry)}")
     _check_planner_data(metadata.planner_data, entries)
     if not (metadata.storage_meta is None or type(metadata.storage_meta) is dcp_metadata.StorageMeta):
-        raise _Forged(f"its storage_meta is {_quote(metadata.storage_meta)}")
+        raise _Forged(f"its storage_meta is {quote(metadata.storage_meta)}")
 
 
 def check_metadata(folder):
@@ -452,10 +432,12 @@ def check_metadata(folder):
     """
     path = Path(folder) / METADATA_FILE
     if not os.path.lexists(path):
-        raise CheckpointError(
+        raise CheckpointError(say(
             f"{folder} is not a complete distributed checkpoint: it has no {METADATA_FILE}, which "
             "DCP writes last. A process stopped while saving it; load the previous checkpoint "
-            f"(the one '{LATEST_FILE}' names)")
+            f"(the one '{LATEST_FILE}' names)",
+            f"{folder} 不是完整的分布式检查点：其中没有 DCP 最后才写出的 {METADATA_FILE}。"
+            f"保存过程中有进程中途退出了；请加载上一个检查点（'{LATEST_FILE}' 指向的那个）"))
     if path.is_symlink():
         raise CheckpointError(f"{path} is a link: a checkpoint's files must be inside its folder")
     metadata = _unpickle_metadata(path)
@@ -464,10 +446,11 @@ def check_metadata(folder):
     except (AttributeError, TypeError, ValueError, OverflowError) as err:
         # a record unpickled without one of its fields, or with fields of absurd types
         raise CheckpointError(f"{path} is damaged or forged: its records do not have the fields "
-                              f"DCP writes ({type(err).__name__}: {_quote(str(err))})") from None
+                              f"DCP writes ({type(err).__name__}: {quote(str(err))})") from None
     except _Forged as err:
-        raise CheckpointError(f"{path} is damaged or forged: {err}. Only load checkpoints from a "
-                              "source you trust") from None
+        raise CheckpointError(say(f"{path} is damaged or forged: {err}. Only load checkpoints "
+                                  "from a source you trust",
+                                  f"{path} 已损坏或是伪造的：{err}。只加载来源可信的检查点")) from None
     return metadata
 
 
@@ -483,7 +466,7 @@ def _load_piece(data, where):
         return torch.load(source, map_location="cpu", weights_only=True)
     except Exception as err:
         raise CheckpointError(f"{where} was refused by torch.load(weights_only=True) or is "
-                              f"damaged ({type(err).__name__}: {_quote(str(err))})") from None
+                              f"damaged ({type(err).__name__}: {quote(str(err))})") from None
 
 
 class CheckedReader(dcp.FileSystemReader):
@@ -530,7 +513,7 @@ class CheckedReader(dcp.FileSystemReader):
     def _read_item(self, item):
         info = self.storage_data[item.storage_index]
         where = (f"{self.folder / info.relative_path}, bytes {info.offset:,}-"
-                 f"{info.offset + info.length:,} ({_quote(item.storage_index.fqn)})")
+                 f"{info.offset + info.length:,} ({quote(item.storage_index.fqn)})")
         with open(self.folder / info.relative_path, "rb") as file:
             file.seek(info.offset)
             data = file.read(info.length)
@@ -546,7 +529,7 @@ class CheckedReader(dcp.FileSystemReader):
         chunk = next(c for c in entry.chunks if c.offsets == item.storage_index.offset)
         if not torch.is_tensor(value) or value.dtype != entry.properties.dtype \
                 or value.shape != chunk.sizes:
-            raise CheckpointError(f"{where} holds {_quote(value)}, but {METADATA_FILE} says a "
+            raise CheckpointError(f"{where} holds {quote(value)}, but {METADATA_FILE} says a "
                                   f"{entry.properties.dtype} tensor of shape {tuple(chunk.sizes)}")
         checkpoint_io.check_tensor(value, item.storage_index.fqn, where)
         for dim, (start, length) in enumerate(zip(item.storage_offsets, item.lengths)):
@@ -569,13 +552,13 @@ def _dcp_errors(folder, doing="load"):
             ours = [error for error in failures if isinstance(error, CheckpointError)]
             if ours:
                 raise ours[0] from None
-            causes = "; ".join(f"{type(error).__name__}: {_quote(str(error))}" for error in failures[:3])
+            causes = "; ".join(f"{type(error).__name__}: {quote(str(error))}" for error in failures[:3])
             raise CheckpointError(f"DCP could not {doing} {folder}: {causes}") from None
         except CheckpointError:
             raise
         except (OSError, RuntimeError, ValueError, KeyError) as err:
             raise CheckpointError(f"DCP could not {doing} {folder} ({type(err).__name__}: "
-                                  f"{_quote(str(err))})") from None
+                                  f"{quote(str(err))})") from None
 
 
 def load(state_dict, folder, process_group=None):
@@ -653,7 +636,7 @@ def to_single_file(folder, path):
     with _dcp_errors(folder):
         dcp.load(flat, storage_reader=reader, no_dist=True)
     state_dict = _nest(flat, metadata.planner_data)  # check_metadata made sure the keys nest
-    with checkpoint_io.atomic_write(path) as file:
+    with atomic_write(path) as file:
         torch.save(state_dict, file)
     return state_dict
 

@@ -17,152 +17,77 @@ with ``weights_only=True``), and turns every file it cannot use into a
 an existing model and optimizer.
 
 A model's ``architecture`` is the dictionary of arguments that rebuilds it,
-for example ``fc_model.Network(**architecture)``; this module stores and
-compares it but builds no model itself.
+for example ``fc_model.Network(**architecture)``. This module knows no model:
+what it needs to know about one kind (its format tags, which architectures
+are valid, the tensors each one has) comes in a ``ModelSpec`` that the
+model's own module defines, such as ``fc_model.NETWORK``. It stores and
+checks architectures but builds no model itself.
 """
 
 import contextlib
 import io
 import json
-import math
 import os
 import pickle
 import pickletools
-import reprlib
 import stat
 import struct
-import tempfile
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import safetensors.torch
 import torch
 
-from devices import check_device
-
-CHECKPOINT_FORMAT = "fc_model.checkpoint/1"
-SAFETENSORS_FORMAT = "fc_model.safetensors/1"
-
-# What a classic-course checkpoint holds besides its state_dict, and the
-# dropout it assumed when it did not say.
-CLASSIC_KEYS = ("input_size", "output_size", "hidden_layers")
-CLASSIC_DROP_P = 0.5
+from saveload_lessons.devices import check_device
+from saveload_lessons.files import atomic_write
+from saveload_lessons.messages import say
+from saveload_lessons.values import is_count, quote
 
 # The prefixes that wrappers put in front of every key of a model's state_dict.
-WRAPPER_PREFIXES = {"module.": "nn.DataParallel and DistributedDataParallel",
-                    "_orig_mod.": "torch.compile"}
+WRAPPER_PREFIXES = {"module.": ("nn.DataParallel and DistributedDataParallel",
+                                "nn.DataParallel 和 DistributedDataParallel"),
+                    "_orig_mod.": ("torch.compile", "torch.compile")}
 
 
 class CheckpointError(RuntimeError):
     """A checkpoint file that cannot be used; the message names the file and the problem."""
 
 
-# Messages quote what a file holds through this, so that no file, however large or
-# deeply nested, can make the message itself long or slow to write.
-_short = reprlib.Repr()
-_short.maxlevel, _short.maxstring, _short.maxother, _short.maxlong = 3, 60, 60, 40
-_short.maxlist = _short.maxtuple = _short.maxdict = _short.maxset = 6
-_quote = _short.repr
+@dataclass(frozen=True)
+class ModelSpec:
+    """What this module needs to know about one kind of model to save and read its files.
 
+    The model's module defines it (``fc_model.NETWORK``), and a model carries it
+    as its ``spec`` attribute, next to its ``architecture``.
 
-# --------------------------------------------------------------------------- writing
-
-# The temporary file is named ".{name}.XXXXXXXX.part" after the file it replaces. A file name
-# has at most 255 bytes, and a character up to 4 in UTF-8, so only the first 60 characters of
-# the name are used: ".", 240 bytes, ".", 8 random characters and ".part" fit.
-TEMPORARY_NAME_CHARACTERS = 60
-
-
-@contextlib.contextmanager
-def atomic_write(path):
-    """Write a file so that ``path`` holds either its old content or the complete new one.
-
-    Yields a binary file opened on a temporary file in the same folder. When
-    the block ends without error, the data is flushed to disk and the
-    temporary file replaces ``path`` in a single rename. If the block raises,
-    ``path`` is untouched and the temporary file is removed; if the process is
-    killed, ``path`` is untouched too (a hidden ``.part`` file may remain).
-
-    A symbolic link is followed, as ``open(path, "w")`` would: the file it
-    points to is replaced (the temporary file is made in that file's folder)
-    and the link stays a link to it.
-
-    The new file keeps the read and write permissions and the group of the
-    file it replaces, so a private checkpoint stays private (execute, setuid,
-    setgid and sticky bits are dropped: a checkpoint is data; where the group
-    cannot be kept, the group's permissions are dropped); a file that did not
-    exist gets the usual permissions for new files (0666 less the umask).
-
-    Raises ``PermissionError``, naming the folder, when this user may not
-    create files there.
+    Attributes:
+        name: how messages name the model, such as ``"fc_model.Network"``.
+        checkpoint_format: the format tag of its general checkpoints.
+        safetensors_format: the format tag in the metadata of its safetensors files.
+        check_architecture: takes an architecture (a dict) and returns it as plain
+            values, defaults filled in; raises ``ValueError``, saying what is wrong,
+            for one that builds no model.
+        tensor_shapes: takes a checked architecture and returns ``{name: shape}`` for
+            every tensor of the model's ``state_dict``.
+        architecture_from_weights: takes a ``state_dict`` of tensors and returns the
+            architecture its shapes imply, or None when they are not this model's
+            (for files that hold weights alone); raises ``ValueError`` for tensors
+            named like the model's that cannot be.
+        legacy_keys: the keys of an older kind of checkpoint that holds the
+            architecture's values at its top level beside a ``"state_dict"`` (the
+            classic course's), or ``()`` when there is none.
     """
-    target = Path(os.path.realpath(path))
-    try:
-        mode, group = _replacement_mode(target)
-        fd, tmp_name = tempfile.mkstemp(dir=target.parent, suffix=".part",
-                                        prefix=f".{target.name[:TEMPORARY_NAME_CHARACTERS]}.")
-    except PermissionError as err:
-        raise PermissionError(
-            err.errno, f"cannot save {path}: this user may not create files in the folder "
-            f"{target.parent} (saving needs write and search permission on it, and search "
-            "permission on the folders above it). Save it somewhere else, or ask the folder's "
-            "owner for access") from None
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        with open(tmp, "wb") as file:
-            yield file
-            file.flush()
-            os.fsync(file.fileno())
-        tmp.chmod(_with_group(tmp, mode, group))
-        os.replace(tmp, target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _sync_folder(target.parent)
+    name: str
+    checkpoint_format: str
+    safetensors_format: str
+    check_architecture: Callable
+    tensor_shapes: Callable
+    architecture_from_weights: Callable
+    legacy_keys: tuple = ()
 
 
-def _replacement_mode(target):
-    """The permission bits and the group for a new file at ``target``: the read and write bits
-    and the group of the file there now, or 0666 less the umask and no group to keep."""
-    try:
-        status = os.stat(target)
-    except FileNotFoundError:
-        return 0o666 & ~_umask(), None
-    return stat.S_IMODE(status.st_mode) & 0o666, status.st_gid
-
-
-def _with_group(tmp, mode, group):
-    """``mode`` for ``tmp``, after giving it the replaced file's ``group``; if the group cannot
-    be kept, its read and write bits are dropped, so that another group never gains them."""
-    if group is None or os.stat(tmp).st_gid == group:
-        return mode
-    try:
-        os.chown(tmp, -1, group)
-        return mode
-    except (OSError, AttributeError):  # not a member of that group; no chown on Windows
-        return mode & ~0o070
-
-
-def _sync_folder(folder):
-    """Make a rename in ``folder`` durable, where the system allows it. Windows cannot open a
-    folder (nor needs to); elsewhere a failure is harmless, the file's data being on disk."""
-    if os.name == "nt":
-        return
-    with contextlib.suppress(OSError):
-        descriptor = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(descriptor)
-        finally:
-            os.close(descriptor)
-
-
-def _umask():
-    """The process's umask (reading it means setting it, so it is set straight back)."""
-    current = os.umask(0o022)
-    os.umask(current)
-    return current
 
 
 def rng_state():
@@ -183,7 +108,8 @@ def set_rng_state(state):
 
 
 def save_checkpoint(path, model, optimizer=None, **training_state):
-    """Save a general checkpoint of ``model`` (which has an ``architecture``) atomically.
+    """Save a general checkpoint of ``model`` (which has an ``architecture`` and a ``spec``,
+    as ``fc_model.Network`` has) atomically.
 
     The file holds the format tag, the architecture, the model's and the
     optimizer's ``state_dict``, the current random-number-generator states,
@@ -192,7 +118,7 @@ def save_checkpoint(path, model, optimizer=None, **training_state):
     with ``weights_only=True``.
     """
     checkpoint = {
-        "format": CHECKPOINT_FORMAT,
+        "format": model.spec.checkpoint_format,
         "architecture": model.architecture,
         "model_state_dict": model.state_dict(),
         "optimizer_state_dict": None if optimizer is None else optimizer.state_dict(),
@@ -212,7 +138,7 @@ def save_safetensors(path, model):
     alone. A safetensors file holds tensors and strings only: no optimizer
     state, no Python objects, nothing that runs code when loaded.
     """
-    metadata = {"format": SAFETENSORS_FORMAT, "architecture": json.dumps(model.architecture)}
+    metadata = {"format": model.spec.safetensors_format, "architecture": json.dumps(model.architecture)}
     tensors = {name: tensor.contiguous() for name, tensor in model.state_dict().items()}
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     with atomic_write(path) as file:
@@ -373,14 +299,14 @@ def check_pickle(data, source, state_only_for_new_objects=False):
         graph = _PickleGraph().read(data)
     except (ValueError, IndexError, KeyError, TypeError, AttributeError) as err:
         raise CheckpointError(f"{source} is damaged or not a pickle: its opcodes cannot be read "
-                              f"({type(err).__name__}: {_quote(str(err))})") from None
+                              f"({type(err).__name__}: {quote(str(err))})") from None
     for module, name in graph.globals:
         if not (isinstance(module, str) and isinstance(name, str)):
-            raise CheckpointError(f"{source} names a global through {_quote(module)} and "
-                                  f"{_quote(name)}, which are not strings: it is not a checkpoint")
+            raise CheckpointError(f"{source} names a global through {quote(module)} and "
+                                  f"{quote(name)}, which are not strings: it is not a checkpoint")
         if len(module) + len(name) > MAX_GLOBAL_NAME:
             raise CheckpointError(f"{source} names a global of {len(module) + len(name):,} "
-                                  f"characters ({_quote(module)}.{_quote(name)}); real ones have "
+                                  f"characters ({quote(module)}.{quote(name)}); real ones have "
                                   f"fewer than {MAX_GLOBAL_NAME}: the file is damaged or hostile")
     if graph.integer_bits > MAX_INTEGER_BITS or graph.large_integers > MAX_LARGE_INTEGERS:
         raise CheckpointError(f"{source} holds {graph.large_integers:,} integers of 2**61 or more "
@@ -388,7 +314,7 @@ def check_pickle(data, source, state_only_for_new_objects=False):
                               "few such numbers. The file is damaged or hostile")
     if state_only_for_new_objects and graph.state_set_on:
         target = graph.state_set_on[0]
-        what = (f"{_quote(target[0])}.{_quote(target[1])}" if isinstance(target, _Global)
+        what = (f"{quote(target[0])}.{quote(target[1])}" if isinstance(target, _Global)
                 else "an object it did not create")
         raise CheckpointError(f"{source} sets the attributes of {what}: only objects the file "
                               "creates itself may be given state. The file is damaged or hostile")
@@ -422,7 +348,7 @@ def _check_layout(archive, file, size, source):
         file.seek(entry.header_offset)
         header = _LOCAL_HEADER.unpack(file.read(_LOCAL_HEADER.size))
         if header[0] != b"PK\x03\x04" or entry.header_offset not in _starts(position, descriptor):
-            raise CheckpointError(f"{source} is damaged or hostile: its entry {_quote(entry.filename)} "
+            raise CheckpointError(f"{source} is damaged or hostile: its entry {quote(entry.filename)} "
                                   f"is not where the archive's layout puts it")
         position = entry.header_offset + _LOCAL_HEADER.size + header[-2] + header[-1] + entry.compress_size
         descriptor = bool(entry.flag_bits & 0x08)
@@ -469,7 +395,7 @@ def check_torch_archive(file, source):
                         or (stored and entry.file_size != entry.compress_size) \
                         or entry.file_size > MAX_INFLATION * entry.compress_size + 1024:
                     raise CheckpointError(
-                        f"{source} is damaged or hostile: its entry {_quote(entry.filename)} claims "
+                        f"{source} is damaged or hostile: its entry {quote(entry.filename)} claims "
                         f"{entry.file_size:,} bytes, but {entry.compress_size:,} of the file's "
                         f"{size:,} bytes hold it")
             pickles = [entry for entry in archive.infolist()
@@ -482,15 +408,40 @@ def check_torch_archive(file, source):
         raise
     except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, ValueError,
             NotImplementedError, RuntimeError) as err:
-        legacy = "" if zip_like else (". A file from torch before 1.6 (not a zip archive) must be "
-                                      "loaded once with that version and saved again")
-        raise CheckpointError(
-            f"{source} is not a complete PyTorch checkpoint: it is truncated, damaged or was not "
-            f"written by torch.save ({_quote(str(err) or type(err).__name__)}){legacy}") from None
+        legacy = "" if zip_like else say(
+            ". A file from torch before 1.6 (not a zip archive) must be loaded once with that "
+            "version and saved again",
+            "。torch 1.6 之前的文件（不是 zip 归档）必须先用那个版本加载一次，再重新保存")
+        raise CheckpointError(_incomplete(source, quote(str(err) or type(err).__name__)) + legacy) from None
     return check_pickle(data, source)
 
 
 # --------------------------------------------------------------------------- reading
+
+def read_small_file(path, limit):
+    """At most ``limit`` + 1 bytes of the regular file ``path``; ``CheckpointError`` for
+    anything else (a FIFO, a device, a folder, a link), without ever blocking on it."""
+    try:
+        descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0)
+                             | getattr(os, "O_NOFOLLOW", 0))
+    except OSError as err:
+        raise CheckpointError(f"cannot read {path} ({err.strerror or err})") from None
+    try:
+        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+            raise CheckpointError(f"{path} is not a regular file (a pipe, a device or a folder)")
+        chunks, size = [], 0
+        while size <= limit:
+            chunk = os.read(descriptor, limit + 1 - size)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        return b"".join(chunks)
+    except OSError as err:
+        raise CheckpointError(f"cannot read {path} ({err.strerror or err})") from None
+    finally:
+        os.close(descriptor)
+
 
 def file_kind(path):
     """What the first bytes of an existing file say it is: "torch" (a torch.save zip
@@ -520,9 +471,12 @@ def _unsafe_globals(path):
         return []
 
 
-def load_torch_file(path, map_location):
+def load_torch_file(path, map_location, mmap=False):
     """``torch.load`` with ``weights_only=True``, every failure turned into a CheckpointError
-    (one that names the Python objects a refused file asks for).
+    (one that names the Python objects a refused file asks for). With ``mmap=True`` the
+    tensors' storages map the file instead of being read into memory: a page is read when a
+    tensor touches it (``torch.load(..., mmap=True)``; the file must be a zip archive, as every
+    file ``torch.save`` writes since torch 1.6 is).
 
     The file must be a regular file, and it is inspected first
     (``check_torch_archive``), so that no file can cost far more memory or
@@ -534,23 +488,32 @@ def load_torch_file(path, map_location):
     file_kind(path)  # a missing file, a folder, a FIFO or a device: CheckpointError
     check_torch_archive(path, path)
     try:
-        obj = torch.load(path, map_location=map_location, weights_only=True)
+        obj = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as err:  # what torch.load raises when weights_only refuses
         refused = _unsafe_globals(path)
         if refused:
-            raise CheckpointError(
+            found = ", ".join(refused[:5])
+            raise CheckpointError(say(
                 f"{path} contains Python objects, not only tensors and numbers, so it is "
-                f"refused (found {', '.join(refused[:5])}). Unpickling such a file can run "
-                "arbitrary code: load it with weights_only=False only if you made it "
-                "yourself.") from None
+                f"refused (found {found}). Unpickling such a file can run arbitrary code: load "
+                "it with weights_only=False only if you made it yourself.",
+                f"{path} 中除了张量和数字之外还有 Python 对象，所以被拒绝加载（发现了 {found}）。"
+                "反序列化这样的文件可能执行任意代码：只有文件是你自己生成的，才可以用 "
+                "weights_only=False 加载。")) from None
         raise CheckpointError(f"{path} was refused by torch.load(weights_only=True) "
                               f"({_reason(err)})") from None
     except Exception as err:
-        raise CheckpointError(
-            f"{path} is not a complete PyTorch checkpoint: it is truncated, damaged or was "
-            f"not written by torch.save ({_reason(err)})") from None
+        raise CheckpointError(_incomplete(path, _reason(err))) from None
     _check_tensors_in(obj, "checkpoint", path, allow_meta=_asks_for_meta(map_location))
     return obj
+
+
+def _incomplete(path, reason):
+    """The message for a file that ``torch.load`` cannot read, with the ``reason`` it gave."""
+    return say(f"{path} is not a complete PyTorch checkpoint: it is truncated, damaged or was not "
+               f"written by torch.save ({reason})",
+               f"{path} 不是完整的 PyTorch 检查点：它被截断了、已经损坏，或者不是用 torch.save 写出的"
+               f"（{reason}）")
 
 
 def _reason(err):
@@ -582,52 +545,16 @@ def _safetensors_load(path, map_location):
 
 # --------------------------------------------------------------------------- checking
 
-def is_count(value, minimum=0):
-    """True for an integer (not a bool) of at least ``minimum``."""
-    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
-
-
-def check_architecture(architecture, path="the checkpoint"):
-    """The architecture as plain values (``drop_p`` defaulting to 0.5), or ``CheckpointError``.
-
-    Sizes must be positive integers, ``hidden_layers`` a non-empty list of
-    them and ``drop_p`` a probability in [0, 1). Nothing is built: whether the
-    sizes agree with the file's tensors is ``check_weights``'s job.
-    """
+def check_architecture(spec, architecture, path="the checkpoint"):
+    """``architecture`` as plain values, checked by ``spec``, or ``CheckpointError`` saying why
+    it builds no model. Nothing is built: whether the sizes agree with the file's tensors is
+    ``check_weights``'s job."""
     if not isinstance(architecture, Mapping):
-        raise CheckpointError(f"{path}: its architecture should be a dict, got {_quote(architecture)}")
-    problems = []
-    for key in CLASSIC_KEYS:
-        if key not in architecture:
-            problems.append(f"{key} is missing")
-    sizes = {key: architecture[key] for key in ("input_size", "output_size") if key in architecture}
-    problems += [f"{key} should be a positive integer, got {_quote(value)}"
-                 for key, value in sizes.items() if not is_count(value, 1)]
-    hidden = architecture.get("hidden_layers", [])
-    if not isinstance(hidden, (list, tuple)) or not hidden \
-            or not all(is_count(size, 1) for size in hidden):
-        problems.append(f"hidden_layers should be a non-empty list of positive integers, "
-                        f"got {_quote(hidden)}")
-    drop_p = architecture.get("drop_p", CLASSIC_DROP_P)
-    if isinstance(drop_p, bool) or not isinstance(drop_p, (int, float)) \
-            or not (math.isfinite(drop_p) and 0 <= drop_p < 1):
-        problems.append(f"drop_p should be a probability in [0, 1), got {_quote(drop_p)}")
-    if problems:
-        raise CheckpointError(f"{path} has an unusable architecture: {'; '.join(problems)}")
-    return {"input_size": architecture["input_size"], "output_size": architecture["output_size"],
-            "hidden_layers": list(hidden), "drop_p": float(drop_p)}
-
-
-def _expected_shapes(architecture):
-    """The name and shape of every tensor of a Network with this architecture."""
-    sizes = [architecture["input_size"], *architecture["hidden_layers"]]
-    shapes = {}
-    for index, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
-        shapes[f"hidden_layers.{index}.weight"] = (n_out, n_in)
-        shapes[f"hidden_layers.{index}.bias"] = (n_out,)
-    shapes["output.weight"] = (architecture["output_size"], sizes[-1])
-    shapes["output.bias"] = (architecture["output_size"],)
-    return shapes
+        raise CheckpointError(f"{path}: its architecture should be a dict, got {quote(architecture)}")
+    try:
+        return spec.check_architecture(architecture)
+    except ValueError as err:
+        raise CheckpointError(f"{path} has an unusable architecture: {err}") from None
 
 
 def _shape_problems(state_dict, shapes):
@@ -636,13 +563,13 @@ def _shape_problems(state_dict, shapes):
     unexpected = [name for name in state_dict if name not in shapes]
     problems = []
     if missing:
-        problems.append(f"missing {_quote(missing)}")
+        problems.append(f"missing {quote(missing)}")
     if unexpected:
-        problems.append(f"unexpected {_quote(unexpected)}")
+        problems.append(f"unexpected {quote(unexpected)}")
     for name, shape in shapes.items():
         if name in state_dict and tuple(state_dict[name].shape) != tuple(shape):
-            problems.append(f"{name} has shape {_quote(tuple(state_dict[name].shape))}, "
-                            f"expected {_quote(tuple(shape))}")
+            problems.append(f"{name} has shape {quote(tuple(state_dict[name].shape))}, "
+                            f"expected {quote(tuple(shape))}")
     return problems
 
 
@@ -675,7 +602,7 @@ def check_tensor(tensor, name, path="the checkpoint", allow_meta=False):
                               "tensors of plain numbers only (not quantized or packed ones)")
     if tensor.is_meta and not allow_meta:
         raise CheckpointError(f"{path}: {name} is on the meta device: it has a shape, "
-                              f"{_quote(tuple(tensor.shape))}, but no values")
+                              f"{quote(tuple(tensor.shape))}, but no values")
     if tensor.numel() == 0:
         return
     element, held = tensor.element_size(), tensor.untyped_storage().nbytes()
@@ -683,7 +610,7 @@ def check_tensor(tensor, name, path="the checkpoint", allow_meta=False):
     if lowest < 0 or (highest + 1) * element > held or tensor.numel() * element > held:
         raise CheckpointError(
             f"{path}: {name} poses as {tensor.numel():,} elements of {element} bytes (shape "
-            f"{_quote(tuple(tensor.shape))}, strides {_quote(tensor.stride())}, offset "
+            f"{quote(tuple(tensor.shape))}, strides {quote(tensor.stride())}, offset "
             f"{tensor.storage_offset():,}), but its storage holds {held:,} bytes: the file does "
             "not hold the values it claims")
 
@@ -719,7 +646,7 @@ def _tensors_in(obj, where):
 def _subscripts(keys):
     """``keys`` written as subscripts, ``['state'][0]['exp_avg']``, the middle ones left out
     when there are more than six."""
-    subscripts = [f"[{_quote(key)}]" for key in keys]
+    subscripts = [f"[{quote(key)}]" for key in keys]
     if len(subscripts) > 6:
         subscripts[2:-3] = ["[...]"]
     return "".join(subscripts)
@@ -749,24 +676,25 @@ def _check_weight_tensors(state_dict, path):
     if not isinstance(state_dict, Mapping) \
             or not all(isinstance(k, str) and torch.is_tensor(v) for k, v in state_dict.items()):
         raise CheckpointError(
-            f"{path}: its weights should be a dict from names to tensors, got {_quote(state_dict)}")
+            f"{path}: its weights should be a dict from names to tensors, got {quote(state_dict)}")
     not_float = [name for name, tensor in state_dict.items() if not tensor.is_floating_point()]
     if not_float:
-        raise CheckpointError(f"{path}: the tensors {_quote(not_float)} are not floating point")
+        raise CheckpointError(f"{path}: the tensors {quote(not_float)} are not floating point")
 
 
-def check_weights(state_dict, architecture, path="the checkpoint"):
+def check_weights(spec, state_dict, architecture, path="the checkpoint"):
     """Raise ``CheckpointError`` unless ``state_dict`` holds exactly the floating-point
-    tensors, of exactly the shapes, that a Network of ``architecture`` has."""
+    tensors, of exactly the shapes, that the model of ``spec`` with ``architecture`` has."""
     _check_weight_tensors(state_dict, path)
-    if len(state_dict) != 2 * (len(architecture["hidden_layers"]) + 1):
+    shapes = spec.tensor_shapes(architecture)
+    if len(state_dict) != len(shapes):
         raise CheckpointError(
-            f"{path} holds {len(state_dict)} tensors, but its architecture {_quote(architecture)} "
-            f"has {2 * (len(architecture['hidden_layers']) + 1)}")
-    problems = _shape_problems(state_dict, _expected_shapes(architecture))
+            f"{path} holds {len(state_dict)} tensors, but its architecture {quote(architecture)} "
+            f"has {len(shapes)}")
+    problems = _shape_problems(state_dict, shapes)
     if problems:
         raise CheckpointError(
-            f"{path}: its tensors do not match its architecture {_quote(architecture)}: "
+            f"{path}: its tensors do not match its architecture {quote(architecture)}: "
             + "; ".join(problems[:6]))
 
 
@@ -783,11 +711,11 @@ def _check_optimizer_state(optimizer_state, path):
             or not all(isinstance(state, Mapping) for state in optimizer_state["state"].values()):
         raise CheckpointError(
             f"{path}: its optimizer state should be an optimizer's state_dict (a dict with "
-            f"'state' and 'param_groups'), got {_quote(optimizer_state)}")
+            f"'state' and 'param_groups'), got {quote(optimizer_state)}")
     numbers = [number for group in groups for number in group["params"]]
     if not all(is_count(number) for number in numbers) or len(set(numbers)) != len(numbers):
         raise CheckpointError(f"{path}: its optimizer state should number its parameters with "
-                              f"distinct integers, got {_quote(numbers)}")
+                              f"distinct integers, got {quote(numbers)}")
 
 
 def check_rng_state(state, path="the checkpoint"):
@@ -807,7 +735,7 @@ def check_rng_state(state, path="the checkpoint"):
             or not all(is_generator_state(t) for t in state.get("cuda", [])):
         raise CheckpointError(
             f"{path}: its random-number-generator state is not one saved by "
-            f"checkpoint_io.rng_state, got {_quote(state)}")
+            f"checkpoint_io.rng_state, got {quote(state)}")
     _check_tensors_in(state, "the generator state", path, allow_meta=True)
     if state["cpu"].is_meta:
         return
@@ -817,104 +745,112 @@ def check_rng_state(state, path="the checkpoint"):
             torch.Generator(device="cuda").set_state(cuda_state.cpu())
     except RuntimeError as err:
         raise CheckpointError(f"{path}: its random-number-generator state is refused by torch "
-                              f"({_quote(str(err))})") from None
+                              f"({quote(str(err))})") from None
 
 
 # --------------------------------------------------------------------------- loading
 
-def _architecture_from_state_dict(state_dict, path):
-    """Infer ``fc_model.Network`` sizes from the weight shapes of a bare ``state_dict``."""
-    weights = []
-    while f"hidden_layers.{len(weights)}.weight" in state_dict:
-        weights.append(state_dict[f"hidden_layers.{len(weights)}.weight"])
-    if not weights or any(w.dim() != 2 for w in weights) or state_dict["output.weight"].dim() != 2:
-        raise CheckpointError(f"{path}: its weight tensors are not the matrices of a Network")
-    return {"input_size": weights[0].shape[1], "output_size": state_dict["output.weight"].shape[0],
-            "hidden_layers": [w.shape[0] for w in weights], "drop_p": CLASSIC_DROP_P}
+def _architecture_from_weights(spec, state_dict, path):
+    """The architecture that the shapes of a bare ``state_dict`` imply, or None when its
+    tensors are not those of the model of ``spec``."""
+    if not isinstance(state_dict, Mapping) or not state_dict \
+            or not all(isinstance(key, str) and torch.is_tensor(value) for key, value in state_dict.items()):
+        return None
+    try:
+        return spec.architecture_from_weights(state_dict)
+    except ValueError as err:
+        raise CheckpointError(f"{path}: {err}") from None
 
 
 def _prefix_advice(obj):
     """How to fix a state_dict whose keys all carry a wrapper's prefix ("" when they do not)."""
     if not isinstance(obj, Mapping) or not obj:
         return ""
-    for prefix, wrappers in WRAPPER_PREFIXES.items():
+    for prefix, (wrappers, wrappers_zh) in WRAPPER_PREFIXES.items():
         if all(isinstance(key, str) and key.startswith(prefix) for key in obj):
-            return (f". Its keys start with {prefix!r}, the prefix that {wrappers} add: remove it "
-                    f"with torch.nn.modules.utils.consume_prefix_in_state_dict_if_present("
-                    f"state_dict, {prefix!r}), or save the inner model's state_dict")
+            remove = f"torch.nn.modules.utils.consume_prefix_in_state_dict_if_present(state_dict, {prefix!r})"
+            return say(f". Its keys start with {prefix!r}, the prefix that {wrappers} add: remove "
+                       f"it with {remove}, or save the inner model's state_dict",
+                       f"。它的键都以 {prefix!r} 开头，这是 {wrappers_zh} 添加的前缀：请用 {remove} "
+                       "去掉它，或者保存内部模型的 state_dict")
     return ""
 
 
-def _is_network_state_dict(obj):
-    return (isinstance(obj, Mapping) and "hidden_layers.0.weight" in obj
-            and "output.weight" in obj and all(torch.is_tensor(v) for v in obj.values()))
-
-
-def _weights_only(architecture, state_dict, path):
+def _weights_only(spec, architecture, state_dict, path):
     """A general checkpoint that holds checked weights and their architecture, and nothing to
     resume from."""
-    architecture = check_architecture(architecture, path)
-    check_weights(state_dict, architecture, path)
-    return {"format": CHECKPOINT_FORMAT, "architecture": architecture,
+    architecture = check_architecture(spec, architecture, path)
+    check_weights(spec, state_dict, architecture, path)
+    return {"format": spec.checkpoint_format, "architecture": architecture,
             "model_state_dict": dict(state_dict), "optimizer_state_dict": None}
 
 
-def _from_safetensors(path, map_location):
+def _from_safetensors(path, spec, map_location):
     tensors, metadata = _safetensors_load(path, map_location)
-    if metadata.get("format") == SAFETENSORS_FORMAT and "architecture" in metadata:
+    if metadata.get("format") == spec.safetensors_format and "architecture" in metadata:
         try:
             architecture = json.loads(metadata["architecture"])
         except Exception as err:  # ValueError, or RecursionError for absurd nesting
             raise CheckpointError(
-                f"{path} has unreadable architecture metadata {_quote(metadata['architecture'])} "
+                f"{path} has unreadable architecture metadata {quote(metadata['architecture'])} "
                 f"({type(err).__name__})") from None
-        return _weights_only(architecture, tensors, path)
-    if _is_network_state_dict(tensors):
-        return _weights_only(_architecture_from_state_dict(tensors, path), tensors, path)
+        return _weights_only(spec, architecture, tensors, path)
+    inferred = _architecture_from_weights(spec, tensors, path)
+    if inferred is not None:
+        return _weights_only(spec, inferred, tensors, path)
     raise CheckpointError(
-        f"{path} has no fc_model architecture in its metadata (found {_quote(sorted(metadata))}) "
-        "and its tensors are not those of a Network: it was not written by "
+        f"{path} has no {spec.name} architecture in its metadata (found {quote(sorted(metadata))}) "
+        f"and its tensors are not those of a {spec.name}: it was not written by "
         f"checkpoint_io.save_safetensors{_prefix_advice(tensors)}")
 
 
-def _from_torch_file(path, map_location):
-    obj = load_torch_file(path, map_location)
+def _from_torch_file(path, spec, map_location, mmap=False):
+    obj = load_torch_file(path, map_location, mmap)
     form = obj.get("format") if isinstance(obj, Mapping) else None
-    if isinstance(form, str) and form == CHECKPOINT_FORMAT:
+    if isinstance(form, str) and form == spec.checkpoint_format:
         missing = [key for key in ("architecture", "model_state_dict", "optimizer_state_dict", "rng")
                    if key not in obj]
         if missing:
             raise CheckpointError(f"{path} is an incomplete checkpoint: {missing} missing")
-        checkpoint = dict(obj, **_weights_only(obj["architecture"], obj["model_state_dict"], path))
+        checkpoint = dict(obj, **_weights_only(spec, obj["architecture"], obj["model_state_dict"], path))
         checkpoint["optimizer_state_dict"] = obj["optimizer_state_dict"]
         _check_optimizer_state(obj["optimizer_state_dict"], path)
         check_rng_state(obj["rng"], path)
         return checkpoint
     if isinstance(obj, Mapping) and "format" in obj:
         raise CheckpointError(
-            f"{path} has format {_quote(form)}; this module reads {CHECKPOINT_FORMAT!r}")
-    if isinstance(obj, Mapping) and {*CLASSIC_KEYS, "state_dict"} <= set(obj):
-        return _weights_only(obj, obj["state_dict"], path)
-    if _is_network_state_dict(obj):
-        return _weights_only(_architecture_from_state_dict(obj, path), obj, path)
-    described = (f"a dict with keys {_quote(sorted(map(str, obj))[:8])}"
-                 if isinstance(obj, Mapping) else f"a {type(obj).__name__}")
-    raise CheckpointError(
-        f"{path} holds {described}, not a checkpoint of fc_model.Network: expected a file "
-        "written by checkpoint_io.save_checkpoint, a classic checkpoint or a Network state_dict"
-        f"{_prefix_advice(obj)}")
+            f"{path} has format {quote(form)}; a checkpoint of {spec.name} has "
+            f"{spec.checkpoint_format!r}")
+    if spec.legacy_keys and isinstance(obj, Mapping) and {*spec.legacy_keys, "state_dict"} <= set(obj):
+        return _weights_only(spec, obj, obj["state_dict"], path)
+    inferred = _architecture_from_weights(spec, obj, path)
+    if inferred is not None:
+        return _weights_only(spec, inferred, obj, path)
+    if isinstance(obj, Mapping):
+        keys = quote(sorted(map(str, obj))[:8])
+        described = say(f"a dict with keys {keys}", f"一个字典（键为 {keys}）")
+    else:
+        described = say(f"a {type(obj).__name__}", f"一个 {type(obj).__name__}")
+    legacy = say(", a checkpoint of its older kind", f"、{spec.name} 的旧式检查点") if spec.legacy_keys else ""
+    raise CheckpointError(say(
+        f"{path} holds {described}, not a checkpoint of {spec.name}: expected a file "
+        f"written by checkpoint_io.save_checkpoint{legacy} or a {spec.name} state_dict",
+        f"{path} 中是{described}，而不是 {spec.name} 的检查点：这里需要用 "
+        f"checkpoint_io.save_checkpoint 写出的文件{legacy}或 {spec.name} 的 state_dict")
+        + _prefix_advice(obj))
 
 
-def load_checkpoint(path, map_location="cpu"):
-    """Read a checkpoint file safely and return it as a general checkpoint.
+def load_checkpoint(path, spec, map_location="cpu", mmap=False):
+    """Read a checkpoint of the model that ``spec`` describes, safely, and return it as a
+    general checkpoint: ``load_checkpoint(path, fc_model.NETWORK)``.
 
     Accepted: a general checkpoint written by ``save_checkpoint``; a
-    safetensors file written by ``save_safetensors``; a classic-course
-    checkpoint (``input_size``, ``output_size``, ``hidden_layers``,
-    ``state_dict``); and a bare ``fc_model.Network`` ``state_dict`` (as a
-    ``torch.save`` or safetensors file), whose sizes are read off its weights
-    (dropout 0.5 assumed). All but the first come back with
-    ``optimizer_state_dict`` set to None.
+    safetensors file written by ``save_safetensors``; a checkpoint of the
+    older kind the spec names (for ``fc_model.NETWORK``, the classic course's
+    checkpoints); and a
+    bare ``state_dict`` of the model (as a ``torch.save`` or safetensors
+    file), whose architecture is read off its weights' shapes. All but the
+    first come back with ``optimizer_state_dict`` set to None.
 
     Everything is checked before it is returned: the architecture's values,
     and that the file holds exactly the tensors, of exactly the shapes, that
@@ -923,7 +859,9 @@ def load_checkpoint(path, map_location="cpu"):
 
     ``map_location`` says where the loaded tensors go (a device such as
     ``"cpu"`` or ``"cuda"``, or anything ``torch.load`` accepts); it moves no
-    model. A device this machine lacks raises ``ValueError``.
+    model. A device this machine lacks raises ``ValueError``. ``mmap=True``
+    maps a ``torch.save`` file instead of reading it (``load_torch_file``);
+    a safetensors file is mapped by ``safetensors`` either way.
 
     Raises ``CheckpointError``, naming the file, for a missing, truncated,
     random, foreign or inconsistent file, and for one that holds Python objects.
@@ -934,8 +872,8 @@ def load_checkpoint(path, map_location="cpu"):
     if file_kind(path) == "safetensors":
         if not isinstance(map_location, torch.device):
             raise ValueError(f"map_location must be a device for a safetensors file, got {map_location!r}")
-        return _from_safetensors(path, map_location)
-    return _from_torch_file(path, map_location)
+        return _from_safetensors(path, spec, map_location)
+    return _from_torch_file(path, spec, map_location, mmap)
 
 
 # The shape of the probe parameter that ``_state_template`` steps; a tensor of this shape in
@@ -966,10 +904,10 @@ def _hyperparameter_problems(number, saved, group):
         if key in GROUP_MEMBERS:
             continue
         if key not in saved:
-            problems.append(f"parameter group {number} has no {_quote(key)}")
+            problems.append(f"parameter group {number} has no {quote(key)}")
         elif _kind(saved[key]) != _kind(value):
-            problems.append(f"parameter group {number} has {_quote(key)} = {_quote(saved[key])}, "
-                            f"where the optimizer has {_quote(value)}")
+            problems.append(f"parameter group {number} has {quote(key)} = {quote(saved[key])}, "
+                            f"where the optimizer has {quote(value)}")
     return problems
 
 
@@ -1003,15 +941,15 @@ def _state_problems(name, state, template, parameter):
         value = state.get(key)
         shape = parameter.shape if probe_shape == PROBE_SHAPE else probe_shape
         if key not in state:
-            problems.append(f"{name} has no {_quote(key)}")
+            problems.append(f"{name} has no {quote(key)}")
         elif shape is not None and not (torch.is_tensor(value) and value.shape == shape):
-            found = f"shape {_quote(tuple(value.shape))}" if torch.is_tensor(value) else _quote(value)
-            problems.append(f"{_quote(key)} of {name} has {found}, expected a tensor of shape "
+            found = f"shape {quote(tuple(value.shape))}" if torch.is_tensor(value) else quote(value)
+            problems.append(f"{quote(key)} of {name} has {found}, expected a tensor of shape "
                             f"{tuple(shape)}")
     for key, value in state.items():
         if template.get(key) is None and not torch.is_tensor(value) \
                 and not isinstance(value, (int, float, bool, type(None))):
-            problems.append(f"{_quote(key)} of {name} is {_quote(value)}, neither a tensor nor a number")
+            problems.append(f"{quote(key)} of {name} is {quote(value)}, neither a tensor nor a number")
     return problems
 
 
@@ -1035,15 +973,15 @@ def _optimizer_problems(optimizer_state, optimizer):
             template = _state_template(optimizer, saved, group["params"][0])
         except Exception as err:  # whatever the optimizer's own code raises
             return [f"the hyperparameters of parameter group {number} do not work with "
-                    f"{type(optimizer).__name__} ({type(err).__name__}: {_quote(str(err))})"]
+                    f"{type(optimizer).__name__} ({type(err).__name__}: {quote(str(err))})"]
         templates.update(dict.fromkeys(saved["params"], template))
     parameters = dict(zip((i for g in saved_groups for i in g["params"]),
                           (p for g in groups for p in g["params"])))
     for index, state in optimizer_state["state"].items():
         if index not in parameters:
-            problems.append(f"state for a parameter {_quote(index)} that no group holds")
+            problems.append(f"state for a parameter {quote(index)} that no group holds")
         else:
-            problems += _state_problems(f"parameter {_quote(index)}", state, templates[index],
+            problems += _state_problems(f"parameter {quote(index)}", state, templates[index],
                                         parameters[index])
     return problems
 
@@ -1056,11 +994,12 @@ def _is_on_meta(model):
 def _check_fits_model(checkpoint, model, path):
     """Raise ``CheckpointError`` unless the checkpoint's weights can be copied into ``model``
     (tensors without values only into a model on the meta device)."""
-    saved, built = checkpoint["architecture"], model.architecture
-    if any(saved.get(key) != built[key] for key in ("input_size", "output_size", "hidden_layers")):
+    saved = check_architecture(model.spec, checkpoint["architecture"], path)
+    built = model.architecture
+    if model.spec.tensor_shapes(saved) != model.spec.tensor_shapes(built):
         raise CheckpointError(
-            f"{path} was saved from a model with {_quote(saved)}, but this model has {built}: "
-            "build the model from checkpoint['architecture'], or use fc_model.load_network(path)")
+            f"{path} was saved from a model with {quote(saved)}, but this model has {built}: "
+            "build the model from checkpoint['architecture'] (fc_model.load_network(path) does)")
     _check_weight_tensors(checkpoint["model_state_dict"], path)
     _check_tensors_in(checkpoint["model_state_dict"], "model_state_dict", path,
                       allow_meta=_is_on_meta(model))
@@ -1084,7 +1023,7 @@ def _check_fits_optimizer(checkpoint, optimizer, model, path):
             f"{path}: the optimizer state does not fit the optimizer ({'; '.join(problems[:4])})")
 
 
-def restore(checkpoint, model, optimizer=None, path="the checkpoint"):
+def restore(checkpoint, model, optimizer=None, path="the checkpoint", assign=False):
     """Load a checkpoint (from ``load_checkpoint``) into an existing model and optimizer.
 
     Everything is checked first and copied only then: if the model has
@@ -1094,10 +1033,20 @@ def restore(checkpoint, model, optimizer=None, path="the checkpoint"):
     optimizer keeps, or of other shapes), ``CheckpointError`` says why and
     neither is changed. The values are copied into the model's parameters
     wherever they live, and the optimizer's state goes beside its parameters.
+
+    With ``assign=True`` nothing is copied: the checkpoint's tensors *become*
+    the model's parameters (``load_state_dict(..., assign=True)``), with their
+    device and dtype. That is how a model built on the ``meta`` device, which
+    holds no values, gets its weights without a second copy in memory. An
+    optimizer made before would hold the old parameters, so none is accepted:
+    create it after the load.
     """
+    if assign and optimizer is not None:
+        raise ValueError("with assign=True the checkpoint's tensors replace the model's "
+                         "parameters: create the optimizer after restore, on model.parameters()")
     _check_fits_model(checkpoint, model, path)
     if optimizer is not None:
         _check_fits_optimizer(checkpoint, optimizer, model, path)
-    model.load_state_dict(checkpoint["model_state_dict"])
+    model.load_state_dict(checkpoint["model_state_dict"], assign=assign)
     if optimizer is not None:
         optimizer.load_state_dict(checkpoint["optimizer_state_dict"])

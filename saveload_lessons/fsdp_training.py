@@ -2,7 +2,7 @@
 
 ``torchrun`` starts this module once per rank (see ``launching.torchrun``)::
 
-    python -m torch.distributed.run --standalone --nproc-per-node 2 -m fsdp_training \\
+    python -m torch.distributed.run --standalone --nproc-per-node 2 -m saveload_lessons.fsdp_training \\
         train --checkpoint-dir run --epochs 2
 
 Every rank builds the same network (lesson 1's ``fc_model.Network``), then
@@ -50,11 +50,13 @@ from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.fsdp import fully_shard
 from torch.utils.data import DistributedSampler, TensorDataset
 
-import checkpoint_io
-import distributed_checkpoints
 import fc_model
 import helper
-from checkpoint_io import CheckpointError
+from saveload_lessons import checkpoint_io, distributed_checkpoints
+from saveload_lessons.checkpoint_io import CheckpointError
+from saveload_lessons.files import atomic_write
+from saveload_lessons.messages import say
+from saveload_lessons.values import is_count, is_number, positive_int_argument, quote
 
 ARCHITECTURE = {"input_size": 784, "output_size": 10, "hidden_layers": [512, 256, 128]}
 SHOWN_PARAMETER = "hidden_layers.0.weight"  # the parameter whose shards are printed
@@ -112,14 +114,19 @@ def describe_shards(model):
     total = sum(p.numel() for p in model.parameters())
     everyone = [None] * dist.get_world_size()
     dist.all_gather_object(everyone, (local, held))
-    lines = [f"{SHOWN_PARAMETER} is a {type(parameter).__name__} of shape "
-             f"{tuple(parameter.shape)}, placements {parameter.placements}, "
-             f"on {dist.get_world_size()} process(es):"]
+    kind, shape, world = type(parameter).__name__, tuple(parameter.shape), dist.get_world_size()
+    lines = [say(f"{SHOWN_PARAMETER} is a {kind} of shape {shape}, placements "
+                 f"{parameter.placements}, on {world} process(es):",
+                 f"{SHOWN_PARAMETER} 是一个 {kind}，形状为 {shape}，放置方式为 "
+                 f"{parameter.placements}，分布在 {world} 个进程上：")]
     start = 0
-    for rank, (shape, count) in enumerate(everyone):
-        lines.append(f"  rank {rank} holds rows {start}-{start + shape[0] - 1}, a local tensor "
-                     f"of shape {shape}; {count:,} of the model's {total:,} numbers")
-        start += shape[0]
+    for rank, (local, count) in enumerate(everyone):
+        end = start + local[0] - 1
+        lines.append(say(f"  rank {rank} holds rows {start}-{end}, a local tensor of shape {local}; "
+                         f"{count:,} of the model's {total:,} numbers",
+                         f"  rank {rank} 持有第 {start}-{end} 行，即形状为 {local} 的本地张量；"
+                         f"模型共有 {total:,} 个参数，它持有其中 {count:,} 个"))
+        start += local[0]
     return lines
 
 
@@ -165,12 +172,12 @@ def _check_training_state(progress, own):
     """Raise ``CheckpointError`` unless the loaded progress and this rank's own values are
     what ``train`` saves: counts, a number, and a generator state."""
     counts = [key for key in ("epoch", "batch", "step", "train_size", "batch_size")
-              if not checkpoint_io.is_count(progress.get(key))]
+              if not is_count(progress.get(key))]
     loss_sum = own.get("loss_sum")
-    if counts or isinstance(loss_sum, bool) or not isinstance(loss_sum, (int, float)):
+    if counts or not is_number(loss_sum):
         raise CheckpointError(f"the checkpoint's training progress is not one train saves "
-                              f"(progress {checkpoint_io._quote(progress)}, "
-                              f"loss_sum {checkpoint_io._quote(loss_sum)})")
+                              f"(progress {quote(progress)}, "
+                              f"loss_sum {quote(loss_sum)})")
     checkpoint_io.check_rng_state(own.get("rng"), "the checkpoint")
 
 
@@ -196,8 +203,11 @@ class _KilledWhileSaving(FileSystemWriter):
         written = super().write_data(plan, planner)
         written.wait()
         how = kill_signal()
-        print(f"rank {dist.get_rank()}: wrote its shards into {Path(self.path).name}, then was "
-              f"killed ({how.name}) before the checkpoint was complete", flush=True)
+        rank, folder = dist.get_rank(), Path(self.path).name
+        print(say(f"rank {rank}: wrote its shards into {folder}, then was killed ({how.name}) "
+                  "before the checkpoint was complete",
+                  f"rank {rank}：把自己的分片写进 {folder} 之后，在检查点完成之前被杀掉了（{how.name}）"),
+              flush=True)
         os.kill(os.getpid(), how)
 
 
@@ -249,7 +259,7 @@ class Saver:
         if dist.get_rank() == 0:
             distributed_checkpoints.mark_latest(self.root, folder)
             distributed_checkpoints.prune(self.root, self.keep)
-            print(f"saved {folder.name}", flush=True)
+            print(say(f"saved {folder.name}", f"已保存 {folder.name}"), flush=True)
 
 
 # --------------------------------------------------------------------------- training
@@ -334,8 +344,9 @@ def train(args, mesh, device):
     app = AppState(model, optimizer, progress, own)
 
     if rank == 0:
-        print(f"{world} process(es), backend {dist.get_backend()}, "
-              f"{batches_per_epoch} steps per epoch", flush=True)
+        backend = dist.get_backend()
+        print(say(f"{world} process(es), backend {backend}, {batches_per_epoch} steps per epoch",
+                  f"{world} 个进程，后端 {backend}，每轮 {batches_per_epoch} 步"), flush=True)
     for line in describe_shards(model):
         if rank == 0:
             print(line, flush=True)
@@ -345,15 +356,19 @@ def train(args, mesh, device):
         data = {key: progress[key] for key in ("train_size", "batch_size")}
         distributed_checkpoints.load({"app": app}, latest)
         if any(progress[key] != value for key, value in data.items()):
-            raise CheckpointError(
+            raise CheckpointError(say(
                 f"{latest} was saved by a run on {progress['train_size']} images in batches of "
-                f"{progress['batch_size']}; resume it with the same --train-size and --batch-size")
+                f"{progress['batch_size']}; resume it with the same --train-size and --batch-size",
+                f"{latest} 是在 {progress['train_size']} 张图像上、以每批 {progress['batch_size']} 张"
+                "训练时保存的；恢复训练时请使用相同的 --train-size 和 --batch-size"))
         if rank == 0:
             for folder in distributed_checkpoints.unfinished_folders(args.checkpoint_dir):
-                print(f"{folder.name} is incomplete, left by a save that never finished; "
-                      "it will be replaced", flush=True)
-            print(f"resumed from {latest.name}: epoch {progress['epoch'] + 1}, "
-                  f"batch {progress['batch']}, step {progress['step']}", flush=True)
+                print(say(f"{folder.name} is incomplete, left by a save that never finished; "
+                          "it will be replaced",
+                          f"{folder.name} 不完整，是一次没有完成的保存留下的；它会被替换"), flush=True)
+            epoch, batch, step = progress["epoch"] + 1, progress["batch"], progress["step"]
+            print(say(f"resumed from {latest.name}: epoch {epoch}, batch {batch}, step {step}",
+                      f"从 {latest.name} 恢复：第 {epoch} 轮，第 {batch} 批，第 {step} 步"), flush=True)
 
     saver = Saver(args.checkpoint_dir, args.keep, args.async_save, args.kill_while_saving)
     while progress["epoch"] < args.epochs:
@@ -380,8 +395,10 @@ def train(args, mesh, device):
 def gather(args, mesh, device):
     folder = distributed_checkpoints.latest_checkpoint(args.checkpoint_dir)
     if folder is None:
-        raise CheckpointError(f"{args.checkpoint_dir} holds no checkpoint yet (no "
-                              f"'{distributed_checkpoints.LATEST_FILE}' file)")
+        raise CheckpointError(say(
+            f"{args.checkpoint_dir} holds no checkpoint yet (no "
+            f"'{distributed_checkpoints.LATEST_FILE}' file)",
+            f"{args.checkpoint_dir} 中还没有检查点（没有 '{distributed_checkpoints.LATEST_FILE}' 文件）"))
     model = sharded_model(mesh, args.seed)
     optimizer = optim.Adam(model.parameters(), lr=args.lr)
     distributed_checkpoints.load({"app": AppState(model, optimizer)}, folder)
@@ -389,20 +406,13 @@ def gather(args, mesh, device):
     full_model, full_optimizer = get_state_dict(
         model, optimizer, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
     if dist.get_rank() == 0:
-        print(f"loaded {folder.name}", *lines, sep="\n", flush=True)
-        with checkpoint_io.atomic_write(args.output) as file:
+        print(say(f"loaded {folder.name}", f"已加载 {folder.name}"), *lines, sep="\n", flush=True)
+        with atomic_write(args.output) as file:
             torch.save({"model": full_model, "optim": full_optimizer}, file)
-        print(f"wrote the full state into {args.output}", flush=True)
+        print(say(f"wrote the full state into {args.output}", f"完整的状态已写入 {args.output}"), flush=True)
 
 
 # --------------------------------------------------------------------------- command line
-
-def positive_int(text):
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
-
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(prog="fsdp_training", description=__doc__.splitlines()[0])
@@ -411,16 +421,16 @@ def parse_args(argv=None):
     parser.add_argument("--data-dir", default=helper.DEFAULT_DATA_DIR)
     parser.add_argument("--device", default="cpu", choices=sorted(BACKENDS))
     parser.add_argument("--seed", type=int, default=5)
-    parser.add_argument("--epochs", type=positive_int, default=2)
-    parser.add_argument("--train-size", type=positive_int, default=60000,
+    parser.add_argument("--epochs", type=positive_int_argument, default=2)
+    parser.add_argument("--train-size", type=positive_int_argument, default=60000,
                         help="train on the first N training images")
-    parser.add_argument("--batch-size", type=positive_int, default=64, help="per rank")
+    parser.add_argument("--batch-size", type=positive_int_argument, default=64, help="per rank")
     parser.add_argument("--lr", type=float, default=0.001)
-    parser.add_argument("--save-every", type=positive_int, default=100, help="steps between saves")
-    parser.add_argument("--keep", type=positive_int, default=2, help="step folders to keep")
+    parser.add_argument("--save-every", type=positive_int_argument, default=100, help="steps between saves")
+    parser.add_argument("--keep", type=positive_int_argument, default=2, help="step folders to keep")
     parser.add_argument("--resume", action="store_true", help="continue from the latest checkpoint")
     parser.add_argument("--async-save", action="store_true", help="save with dcp.async_save")
-    parser.add_argument("--kill-while-saving", type=positive_int, metavar="STEP",
+    parser.add_argument("--kill-while-saving", type=positive_int_argument, metavar="STEP",
                         help="kill the last rank while it saves the checkpoint of STEP (to show and "
                         "test that the previous checkpoint survives)")
     parser.add_argument("--output", help="gather: the torch.save file to write")
@@ -434,7 +444,7 @@ def main(argv=None):
     args = parse_args(argv)
     if "RANK" not in os.environ:
         sys.exit("fsdp_training runs under torchrun, one process per rank: "
-                 "python -m torch.distributed.run --nproc-per-node 2 -m fsdp_training ...")
+                 "python -m torch.distributed.run --nproc-per-node 2 -m saveload_lessons.fsdp_training ...")
     device = torch.device(args.device)
     if args.device == "cuda":
         device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
@@ -444,7 +454,7 @@ def main(argv=None):
         mesh = init_device_mesh(args.device, (dist.get_world_size(),))
         (train if args.command == "train" else gather)(args, mesh, device)
     except CheckpointError as err:
-        print(f"rank {dist.get_rank()}: {err}", file=sys.stderr, flush=True)
+        print(say(f"rank {dist.get_rank()}: {err}", f"rank {dist.get_rank()}：{err}"), file=sys.stderr, flush=True)
         dist.destroy_process_group()
         return 1
     dist.barrier()  # every rank is done, every file written

@@ -1,4 +1,4 @@
-"""Check a machine before a workshop: ``python -m environment_check``.
+"""Check a machine before a workshop: ``python -m saveload_lessons``.
 
 Learners run it first, in the environment they will use for the lessons. It
 prints one line per check, ✓ or ✗, and for each problem what to do:
@@ -29,6 +29,8 @@ import importlib.util
 import os
 import platform
 import sys
+
+from saveload_lessons import LANGUAGES
 
 DISTRIBUTION = "saving-loading-pytorch-lessons"
 # Why the package's floor for torch (pyproject.toml) is where it is.
@@ -67,7 +69,7 @@ class Report:
             self.noted = True
             self.print(f"Note: this output (encoding {sys.stdout.encoding}) cannot show Chinese, so "
                        "the lines it cannot show are in English. For the whole report in Chinese, run "
-                       "`python -X utf8 -m environment_check --language zh-CN`.")
+                       "`python -X utf8 -m saveload_lessons --language zh-CN`.")
         return english
 
     def ok(self, english, chinese):
@@ -260,7 +262,7 @@ def check_kernel(report):
 
 def check_device(report):
     try:
-        import devices
+        from saveload_lessons import devices
     except Exception:
         return  # reported by check_modules
     device = devices.get_device("auto")
@@ -294,11 +296,11 @@ def default_language():
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m environment_check",
+    parser = argparse.ArgumentParser(prog="python -m saveload_lessons",
                                      description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", default=None,
                         help="the lessons' data_dir (default: theirs, ~/.pytorch/F_MNIST_data/)")
-    parser.add_argument("--language", choices=("en", "zh-CN"), default=default_language(),
+    parser.add_argument("--language", choices=LANGUAGES, default=default_language(),
                         help="the language of the report (default: from $LANG)")
     args = parser.parse_args(argv)
     return 1 if run_checks(args.data_dir, args.language) else 0

@@ -18,7 +18,8 @@ import re
 import subprocess
 import sys
 
-from checkpoint_io import is_count
+from saveload_lessons import messages
+from saveload_lessons.values import is_count
 
 # How much of a failed run's output an error message quotes (its end, where the error is).
 OUTPUT_TAIL_CHARS = 3000
@@ -55,7 +56,7 @@ def torchrun(module, args=(), nproc=2, check=True, timeout=600, env=None):
     """Run ``python -m module args`` on ``nproc`` processes and wait for them all.
 
     Args:
-        module: the module to run, for example ``"fsdp_training"``; it must
+        module: the module to run, for example ``"saveload_lessons.fsdp_training"``; it must
             be importable (the current folder and ``PYTHONPATH`` count).
         args: its command-line arguments.
         nproc: the number of processes (ranks).
@@ -63,14 +64,16 @@ def torchrun(module, args=(), nproc=2, check=True, timeout=600, env=None):
             ``returncode``).
         timeout: seconds before every process is stopped and
             ``subprocess.TimeoutExpired`` is raised.
-        env: extra environment variables for the processes.
+        env: extra environment variables for the processes. They also get the
+            language of ``messages`` (``SAVELOAD_LESSONS_LANGUAGE``), so that they
+            print in the notebook's language.
 
     Returns:
         The ``subprocess.CompletedProcess``, with ``stdout`` and ``stderr``
         as text: what the ranks printed, and ``torchrun``'s own messages.
     """
     environment = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
-                   **(env or {})}
+                   messages.ENVIRONMENT_VARIABLE: messages.language(), **(env or {})}
     result = subprocess.run(torchrun_command(module, args, nproc), capture_output=True,
                             text=True, timeout=timeout, env=environment)
     if check and result.returncode != 0:
