@@ -1023,6 +1023,44 @@ def _check_fits_optimizer(checkpoint, optimizer, model, path):
             f"{path}: the optimizer state does not fit the optimizer ({'; '.join(problems[:4])})")
 
 
+# The dtypes a layer computes in: what a file's weights may have to become parameters as they are
+COMPUTE_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+def _owns_its_storage(tensor, seen):
+    """Whether ``tensor`` alone holds its storage, whole and in order (``seen``: the storages of
+    the tensors before it), so that as a parameter it shares and overlaps nothing."""
+    if tensor.is_meta or tensor.numel() == 0:
+        return True
+    storage = tensor.untyped_storage()
+    key = (tensor.device, storage.data_ptr())
+    alone = key not in seen and tensor.is_contiguous() and tensor.storage_offset() == 0 \
+        and storage.nbytes() == tensor.numel() * tensor.element_size()
+    seen.add(key)
+    return alone
+
+
+def _as_parameters(state_dict, path):
+    """The tensors of ``state_dict`` ready to *become* a model's parameters (``assign=True``).
+
+    Copying into a model (``assign=False``) converts dtypes and separates whatever the file
+    shares. Assigning keeps the file's tensors, so: one dtype that layers compute in
+    (``COMPUTE_DTYPES``; otherwise ``CheckpointError``), and a copy of any tensor that does not
+    hold its storage alone (one tensor under two names, views of one buffer, a tensor whose
+    elements overlap), so that no two parameters share a value. A file that ``torch.save``
+    wrote from a model needs no copy at all."""
+    dtypes = {tensor.dtype for tensor in state_dict.values()}
+    if len(dtypes) != 1 or not dtypes <= set(COMPUTE_DTYPES):
+        raise CheckpointError(
+            f"{path}: its weights have the dtypes {sorted(map(str, dtypes))}; to become a model's "
+            f"parameters as they are they need one dtype a layer computes in "
+            f"({', '.join(map(str, COMPUTE_DTYPES))}). Load it without assign=True, which copies "
+            "them into the model's own dtype")
+    seen = set()
+    return {name: tensor if _owns_its_storage(tensor, seen) else tensor.clone(memory_format=torch.contiguous_format)
+            for name, tensor in state_dict.items()}
+
+
 def restore(checkpoint, model, optimizer=None, path="the checkpoint", assign=False):
     """Load a checkpoint (from ``load_checkpoint``) into an existing model and optimizer.
 
@@ -1037,9 +1075,11 @@ def restore(checkpoint, model, optimizer=None, path="the checkpoint", assign=Fal
     With ``assign=True`` nothing is copied: the checkpoint's tensors *become*
     the model's parameters (``load_state_dict(..., assign=True)``), with their
     device and dtype. That is how a model built on the ``meta`` device, which
-    holds no values, gets its weights without a second copy in memory. An
-    optimizer made before would hold the old parameters, so none is accepted:
-    create it after the load.
+    holds no values, gets its weights without a second copy in memory. The
+    weights must then share one dtype that layers compute in, and a tensor that
+    shares its storage is copied first (``_as_parameters``). An optimizer made
+    before would hold the old parameters, so none is accepted: create it after
+    the load.
     """
     if assign and optimizer is not None:
         raise ValueError("with assign=True the checkpoint's tensors replace the model's "
@@ -1047,6 +1087,7 @@ def restore(checkpoint, model, optimizer=None, path="the checkpoint", assign=Fal
     _check_fits_model(checkpoint, model, path)
     if optimizer is not None:
         _check_fits_optimizer(checkpoint, optimizer, model, path)
-    model.load_state_dict(checkpoint["model_state_dict"], assign=assign)
+    state_dict = checkpoint["model_state_dict"]
+    model.load_state_dict(_as_parameters(state_dict, path) if assign else state_dict, assign=assign)
     if optimizer is not None:
         optimizer.load_state_dict(checkpoint["optimizer_state_dict"])

@@ -60,6 +60,7 @@ from saveload_lessons.values import is_count, quote
 
 INDEX_FILE = "model.safetensors.index.json"
 SHARD_SUFFIX = ".safetensors"
+MAX_DIMENSIONS = 32  # what a shape may have, as for distributed checkpoints
 MAX_INDEX_BYTES = 16 * 2**20  # an index holds about 80 bytes per tensor: 200,000 tensors
 
 # The dtypes a shard's header may give (safetensors' names), and what torch calls them.
@@ -77,7 +78,7 @@ IncompatibleKeys = collections.namedtuple("IncompatibleKeys", ["missing_keys", "
 
 # What the checks found out about a folder: the index's path and weight map, the tensor
 # names each shard file holds (in the index's order), and each tensor's shape.
-_Survey = collections.namedtuple("_Survey", ["index", "weight_map", "shards", "shapes"])
+_Survey = collections.namedtuple("_Survey", ["index", "weight_map", "shards", "shapes", "dtypes"])
 
 
 class _RepeatedKey(ValueError):
@@ -154,7 +155,12 @@ def _check_weight_map(weight_map, path):
 
 def _is_plain_name(name):
     """Whether ``name`` is the name of a file right inside a folder, on every system: not
-    empty, not ``.`` or ``..``, without a separator (``/`` or ``\\``) or a drive (``C:``)."""
+    empty, not ``.`` or ``..``, without a separator (``/`` or ``\\``) or a drive (``C:``), and
+    spelt in proper Unicode (a lone surrogate cannot name a file)."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
     return (name not in ("", ".", "..") and "\0" not in name
             and PurePosixPath(name).name == name and PureWindowsPath(name).name == name)
 
@@ -283,9 +289,15 @@ def _check_sizes(headers, total, path):
                 raise CheckpointError(f"the shard file {shard}: the tensor {quote(name)} has the dtype "
                                       f"{quote(dtype)}, which these lessons do not load (plain "
                                       f"numbers only: {', '.join(SAFETENSORS_DTYPES)})")
-            numel = 1
+            numel, extent = 1, 1
             for length in shape:
                 numel *= length
+                extent *= max(length, 1)
+            if len(shape) > MAX_DIMENSIONS or extent * SAFETENSORS_DTYPES[dtype].itemsize >= 2**62:
+                raise CheckpointError(f"the shard file {shard}: the tensor {quote(name)} has the "
+                                      f"shape {quote(tuple(shape))}, which no tensor can have "
+                                      f"(at most {MAX_DIMENSIONS} dimensions, and strides that fit "
+                                      "in 64 bits): the file is damaged or forged")
             size += numel * SAFETENSORS_DTYPES[dtype].itemsize
     if total is not None and size != total:
         raise CheckpointError(f"the index {path} says the tensors take {total:,} bytes "
@@ -309,7 +321,9 @@ def _survey(folder):
     _check_placement(found, weight_map, folder, path)
     _check_sizes(headers, total, path)
     shapes = {tensor: shape for header in headers.values() for tensor, (_, shape) in header.items()}
-    return _Survey(path, weight_map, shards, shapes)
+    dtypes = {tensor: SAFETENSORS_DTYPES[dtype] for header in headers.values()
+              for tensor, (dtype, _) in header.items()}
+    return _Survey(path, weight_map, shards, shapes, dtypes)
 
 
 def _load_shard(shard, names, device):
@@ -342,17 +356,37 @@ def load_sharded(folder, map_location="cpu"):
     return {name: state_dict[name] for name in survey.weight_map}
 
 
+def _kind(dtype):
+    """What a value of ``dtype`` is: loading may convert within a kind, never across."""
+    if dtype.is_complex:
+        return "complex"
+    if dtype.is_floating_point:
+        return "floating-point"
+    return "bool" if dtype == torch.bool else "integer"
+
+
 def _fit_problems(survey, own):
     """How the tensors of a checked folder differ from a model's state dict ``own`` (with
-    ``keep_vars=True``): the names missing, the names unexpected, and the shapes that differ.
-    A tied weight (one tensor under two names, saved once) counts as loaded under both."""
+    ``keep_vars=True``): the names missing, the names unexpected, and the problems that forbid
+    the load: a shape that differs, a value of another kind (complex into real, float into
+    integer, ...), and one tensor of the model given twice by the files. A tied weight (one
+    tensor under two names, saved once) counts as loaded under both."""
     loaded = {id(own[name]) for name in survey.weight_map if name in own}
     missing = [name for name in own if name not in survey.weight_map and id(own[name]) not in loaded]
     unexpected = [name for name in survey.weight_map if name not in own]
-    shapes = [f"{name} has shape {survey.shapes[name]} in the files, {tuple(own[name].shape)} "
-              "in the model" for name in survey.weight_map
-              if torch.is_tensor(own.get(name)) and survey.shapes[name] != tuple(own[name].shape)]
-    return missing, unexpected, shapes
+    present = [name for name in survey.weight_map if torch.is_tensor(own.get(name))]
+    problems = [f"{name} has shape {survey.shapes[name]} in the files, {tuple(own[name].shape)} "
+                "in the model" for name in present if survey.shapes[name] != tuple(own[name].shape)]
+    problems += [f"{name} holds {_kind(survey.dtypes[name])} values ({survey.dtypes[name]}) in the "
+                 f"files, but the model's is {_kind(own[name].dtype)} ({own[name].dtype})"
+                 for name in present if _kind(survey.dtypes[name]) != _kind(own[name].dtype)]
+    first = {}
+    for name in present:
+        other = first.setdefault(id(own[name]), name)
+        if other != name:
+            problems.append(f"the files hold both {other} and {name}, which are one tensor (tied) in "
+                            "the model: keep one of the names when saving (save_torch_state_dict does)")
+    return missing, unexpected, problems
 
 
 def load_sharded_into(model, folder, strict=True):
@@ -372,9 +406,9 @@ def load_sharded_into(model, folder, strict=True):
     folder = Path(folder)
     survey = _survey(folder)
     own = model.state_dict(keep_vars=True)
-    missing, unexpected, shapes = _fit_problems(survey, own)
-    if shapes:
-        raise CheckpointError(f"{folder} does not fit this model: {'; '.join(shapes[:5])}")
+    missing, unexpected, problems = _fit_problems(survey, own)
+    if problems:
+        raise CheckpointError(f"{folder} does not fit this model: {'; '.join(problems[:5])}")
     if strict and (missing or unexpected):
         missing_text, unexpected_text = quote(missing), quote(unexpected)
         raise CheckpointError(say(

@@ -701,3 +701,45 @@ def test_a_replaced_file_keeps_its_group_or_loses_the_groups_permissions(tmp_pat
     with checkpoint_io.atomic_write(path) as file:
         file.write(b"newer")
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+# --------------------------------------------------------------------------- assigned, not copied
+
+def _general_checkpoint(path, state_dict, architecture):
+    torch.save({"format": fc_model.NETWORK.checkpoint_format, "architecture": architecture,
+                "model_state_dict": state_dict, "optimizer_state_dict": None,
+                "rng": checkpoint_io.rng_state()}, path)
+
+
+def test_load_network_never_gives_two_parameters_one_storage(tmp_path):
+    """load_network makes the file's tensors the parameters (assign=True): a tensor saved under
+    two names, views of one buffer, or a weight whose elements overlap become separate copies."""
+    architecture = {"input_size": 3, "output_size": 3, "hidden_layers": [3], "drop_p": 0.5}
+    state = dict(fc_model.Network(**architecture).state_dict())
+    buffer = torch.arange(6.0)
+    variants = {
+        "one tensor, two names": {"output.bias": state["hidden_layers.0.bias"]},
+        "views of one buffer": {"hidden_layers.0.bias": buffer[0:3], "output.bias": buffer[0:6:2]},
+        "overlapping elements": {"hidden_layers.0.weight": torch.randn(9).as_strided((3, 3), (1, 1))},
+    }
+    for name, changes in variants.items():
+        path = tmp_path / f"{name}.pt"
+        _general_checkpoint(path, dict(state, **changes), architecture)
+        model = fc_model.load_network(path)
+        storages = [p.untyped_storage().data_ptr() for p in model.parameters()]
+        assert len(set(storages)) == len(storages), name
+        assert all(p.is_contiguous() for p in model.parameters()), name
+
+
+@pytest.mark.parametrize("dtypes, shown", [
+    ({"output.bias": torch.float64}, "['torch.float32', 'torch.float64']"),
+    ({}, "['torch.float8_e4m3fn']"),
+])
+def test_load_network_refuses_weights_no_layer_computes_with(tmp_path, dtypes, shown):
+    architecture = {"input_size": 3, "output_size": 3, "hidden_layers": [3], "drop_p": 0.5}
+    state = dict(fc_model.Network(**architecture).state_dict())
+    state = ({name: tensor.to(dtypes.get(name, tensor.dtype)) for name, tensor in state.items()} if dtypes
+             else {name: tensor.to(torch.float8_e4m3fn) for name, tensor in state.items()})
+    _general_checkpoint(tmp_path / "odd.pt", state, architecture)
+    with pytest.raises(CheckpointError, match=re.escape(f"its weights have the dtypes {shown}")):
+        fc_model.load_network(tmp_path / "odd.pt")

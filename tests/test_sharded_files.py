@@ -403,3 +403,46 @@ def test_the_refusals_a_lesson_shows_are_in_chinese(folder, chinese):
     (folder / shard_name(3)).unlink()
     message = refused(lambda: load_sharded(folder), folder / shard_name(3), folder / INDEX_FILE)
     assert message.startswith("缺少分片文件") and "请重新复制整个文件夹" in message
+
+
+# --------------------------------------------------------------------------- found by an attack
+
+def test_a_shard_name_no_file_system_can_spell_is_refused(folder):
+    edit_index(folder, lambda document: document["weight_map"].update(
+        {name: "\ud800.safetensors" for name in document["weight_map"]}))
+    with pytest.raises(CheckpointError, match="is not a plain file name inside"):
+        read_index(folder)
+
+
+def test_a_shape_no_tensor_can_have_is_refused(tmp_path):
+    folder = write_folder(tmp_path / "model", {"a": torch.zeros(1)}, [["a"]])
+    shard = folder / shard_name(1, 1)
+    header = json.dumps({"a": {"dtype": "F32", "shape": [0, 2**62, 2**62], "data_offsets": [0, 0]}}).encode()
+    shard.write_bytes(struct.pack("<Q", len(header)) + header)
+    edit_index(folder, lambda document: document["metadata"].update(total_size=0))
+    with pytest.raises(CheckpointError, match="which no tensor can have"):
+        load_sharded(folder)
+
+
+def test_values_of_another_kind_are_not_converted_into_the_model(tmp_path):
+    folder = write_folder(tmp_path / "model", {"weight": torch.ones(2, 2, dtype=torch.complex64),
+                                              "bias": torch.ones(2, dtype=torch.bool)}, [["weight", "bias"]])
+    model = nn.Linear(2, 2)
+    before = {name: tensor.clone() for name, tensor in model.state_dict().items()}
+    with pytest.raises(CheckpointError, match=r"weight holds complex values .* the model's is floating-point"):
+        load_sharded_into(model, folder)
+    assert_identical(dict(model.state_dict()), before)
+
+
+def test_both_names_of_a_tied_tensor_in_the_files_are_refused(tmp_path):
+    class Tied(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed, self.head = nn.Embedding(4, 3), nn.Linear(3, 4, bias=False)
+            self.head.weight = self.embed.weight
+
+    folder = write_folder(tmp_path / "model", {"embed.weight": torch.full((4, 3), 5.0),
+                                              "head.weight": torch.full((4, 3), 9.0)},
+                          [["embed.weight"], ["head.weight"]])
+    with pytest.raises(CheckpointError, match="hold both embed.weight and head.weight, which are one tensor"):
+        load_sharded_into(Tied(), folder)
