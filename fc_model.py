@@ -112,15 +112,15 @@ class Network(nn.Module):
 
     def __init__(self, input_size, output_size, hidden_layers, drop_p=CLASSIC_DROP_P):
         super().__init__()
-        self.architecture = check_architecture(
+        self.architecture = architecture = check_architecture(
             {"input_size": input_size, "output_size": output_size,
              "hidden_layers": hidden_layers, "drop_p": drop_p})
-        sizes = [input_size, *hidden_layers]
+        sizes = [architecture["input_size"], *architecture["hidden_layers"]]
         self.hidden_layers = nn.ModuleList(
             nn.Linear(n_in, n_out) for n_in, n_out in zip(sizes[:-1], sizes[1:])
         )
-        self.output = nn.Linear(hidden_layers[-1], output_size)
-        self.dropout = nn.Dropout(p=drop_p)
+        self.output = nn.Linear(sizes[-1], architecture["output_size"])
+        self.dropout = nn.Dropout(p=architecture["drop_p"])
 
     def forward(self, x):
         """Return log-probabilities of shape (batch, output_size)."""
@@ -242,9 +242,9 @@ class TrainingState:
 
     Each field's ``check`` says which values a checkpoint may hold for it.
     """
-    epoch: int = field(default=0, metadata={"check": checkpoint_io.is_count})
-    batch: int = field(default=0, metadata={"check": checkpoint_io.is_count})
-    step: int = field(default=0, metadata={"check": checkpoint_io.is_count})
+    epoch: int = field(default=0, metadata={"check": is_count})
+    batch: int = field(default=0, metadata={"check": is_count})
+    step: int = field(default=0, metadata={"check": is_count})
     loss: float | None = field(default=None, metadata={"check": _optional(is_number)})
     running_loss: float = field(default=0.0, metadata={"check": is_number})
     best_accuracy: float | None = field(default=None, metadata={"check": _optional(is_number)})

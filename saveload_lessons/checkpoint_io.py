@@ -88,8 +88,6 @@ class ModelSpec:
     legacy_keys: tuple = ()
 
 
-
-
 def rng_state():
     """The random-number-generator states that training uses (CPU, and CUDA if present)."""
     state = {"cpu": torch.get_rng_state()}

@@ -64,7 +64,6 @@ MAX_METADATA_BYTES = 16 * 2**20  # DCP writes a few hundred bytes per piece of a
 MAX_CHUNK_COMPARISONS = 10**5     # checking that no two pieces of a tensor overlap
 
 
-
 def _metadata_globals():
     """Every (module, name) a DCP ``.metadata`` pickle names, and the object each stands for.
 

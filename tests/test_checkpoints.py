@@ -16,6 +16,7 @@ from torch import nn, optim
 import fc_model
 from conftest import load_checkpoint
 from saveload_lessons import checkpoint_io
+from saveload_lessons.files import atomic_write
 
 WORKER = pathlib.Path(__file__).with_name("resume_worker.py")
 
@@ -87,12 +88,12 @@ def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):
     target = tmp_path / "file.bin"
     target.write_bytes(b"good")
     with pytest.raises(ZeroDivisionError):
-        with checkpoint_io.atomic_write(target) as file:
+        with atomic_write(target) as file:
             file.write(b"half of the new content")
             1 / 0  # noqa: B018 (fail in the middle of a write)
     assert target.read_bytes() == b"good"
     assert [p.name for p in tmp_path.iterdir()] == ["file.bin"]
-    with checkpoint_io.atomic_write(target) as file:
+    with atomic_write(target) as file:
         file.write(b"new")
     assert target.read_bytes() == b"new"
     assert oct(target.stat().st_mode & 0o777) == "0o644"

@@ -30,6 +30,7 @@ import fc_model
 from conftest import REPO, assert_identical, load_checkpoint
 from saveload_lessons import checkpoint_io
 from saveload_lessons.checkpoint_io import CheckpointError
+from saveload_lessons.files import atomic_write
 
 LOADERS = [load_checkpoint, fc_model.load_network]
 
@@ -690,7 +691,7 @@ def test_a_replaced_file_keeps_its_group_or_loses_the_groups_permissions(tmp_pat
     path.write_bytes(b"old")
     path.chmod(0o640)
     os.chown(path, -1, 65534)  # another group (the tests run as root, who may do this)
-    with checkpoint_io.atomic_write(path) as file:
+    with atomic_write(path) as file:
         file.write(b"new")
     assert path.stat().st_gid == 65534 and stat.S_IMODE(path.stat().st_mode) == 0o640
 
@@ -698,7 +699,7 @@ def test_a_replaced_file_keeps_its_group_or_loses_the_groups_permissions(tmp_pat
         raise PermissionError(1, "Operation not permitted")
 
     monkeypatch.setattr(os, "chown", refuse)  # a user who is not in that group
-    with checkpoint_io.atomic_write(path) as file:
+    with atomic_write(path) as file:
         file.write(b"newer")
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
 
