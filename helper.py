@@ -10,6 +10,7 @@ step by step, with the same batches, but with every image transformed once.
 import argparse
 import gzip
 import os
+import shutil
 import struct
 import sys
 import zlib
@@ -27,6 +28,7 @@ from torch.utils.data import (
 from torchvision import datasets
 
 from saveload_lessons.files import atomic_write
+from saveload_lessons.messages import say
 
 FASHION_MNIST_CLASSES = (
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
@@ -116,9 +118,10 @@ def _find_source_file(source, name):
         if candidate.exists():
             raise FashionMNISTError(f"{candidate} is not a regular file: replace it with the "
                                     "original file")
-    raise FashionMNISTError(
-        f"{source} has no {name}.gz (nor {name}): a Fashion-MNIST copy needs the four "
-        f"files {', '.join(n + '.gz' for n in IDX_FILES)}")
+    files = ", ".join(n + ".gz" for n in IDX_FILES)
+    raise FashionMNISTError(say(
+        f"{source} has no {name}.gz (nor {name}): a Fashion-MNIST copy needs the four files {files}",
+        f"{source} 中没有 {name}.gz（也没有 {name}）：Fashion-MNIST 的副本需要这四个文件：{files}"))
 
 
 class _SourceError(Exception):
@@ -143,9 +146,11 @@ def _copy_at_most(source, target, limit, chunk=1 << 20):
 
 
 def _cannot_write(folder, err):
-    return FashionMNISTError(
+    return FashionMNISTError(say(
         f"cannot write the data into {folder} ({err.strerror or err}): choose a data folder you "
-        "can write to (the notebooks' data_dir, or --root for python -m helper)")
+        "can write to (the notebooks' data_dir, or --root for python -m helper)",
+        f"无法把数据写入 {folder}（{err.strerror or err}）：请选择一个你有写权限的数据目录"
+        "（notebook 中的 data_dir，或者 python -m helper 的 --root）"))
 
 
 def _install_idx_file(source_file, target, expected):
@@ -186,7 +191,8 @@ def install_fashion_mnist(source, root=DEFAULT_DATA_DIR):
     """
     source = Path(source).expanduser()
     if not source.is_dir():
-        raise FashionMNISTError(f"the Fashion-MNIST source folder {source} does not exist")
+        raise FashionMNISTError(say(f"the Fashion-MNIST source folder {source} does not exist",
+                                    f"Fashion-MNIST 的源目录 {source} 不存在"))
     found = {name: _find_source_file(source, name) for name in IDX_FILES}
     raw = fashion_mnist_raw_dir(root)
     try:
@@ -198,13 +204,34 @@ def install_fashion_mnist(source, root=DEFAULT_DATA_DIR):
     return raw
 
 
-def _how_to_get_data(root, problem):
-    return (
-        f"Fashion-MNIST is not in {fashion_mnist_raw_dir(root)} and {problem}. "
+def _how_to_get_data(root, downloading):
+    """The message for data that is missing: ``downloading`` is why it could not be
+    downloaded, ``(english, chinese)``."""
+    raw = fashion_mnist_raw_dir(root)
+    return say(
+        f"Fashion-MNIST is not in {raw} and {downloading[0]}. "
         "Either connect to the internet and run again, or provide a local copy of the four "
-        ".gz files: `python -m helper --source FOLDER --root "
-        f"{root}`, set {SOURCE_ENV_VAR}=FOLDER, or on Debian/Ubuntu "
-        "`sudo apt install dataset-fashion-mnist`.")
+        f".gz files: `python -m helper --source FOLDER --root {root}`, set {SOURCE_ENV_VAR}=FOLDER, "
+        "or on Debian/Ubuntu `sudo apt install dataset-fashion-mnist`.",
+        f"{raw} 中没有 Fashion-MNIST，而且{downloading[1]}。请联网后再运行一次，或者提供那四个 .gz "
+        f"文件的本地副本：运行 `python -m helper --source FOLDER --root {root}`，或者设置 "
+        f"{SOURCE_ENV_VAR}=FOLDER；在 Debian/Ubuntu 上也可以运行 `sudo apt install dataset-fashion-mnist`。")
+
+
+def _outermost_missing(path):
+    """The outermost of ``path`` and its parents that does not exist, or None when ``path``
+    exists: the folder that creating ``path`` creates, with everything in it."""
+    missing = None
+    for folder in (path, *path.parents):
+        try:
+            folder.lstat()
+        except FileNotFoundError:
+            missing = folder
+            continue
+        except OSError:  # there, or nothing can be made under it (a file, no permission)
+            pass
+        break
+    return missing
 
 
 def prepare_fashion_mnist(root=DEFAULT_DATA_DIR, source=None, download=True):
@@ -217,7 +244,29 @@ def prepare_fashion_mnist(root=DEFAULT_DATA_DIR, source=None, download=True):
     environment variable ``FASHION_MNIST_SOURCE`` or from Debian's package
     (``/usr/share/datasets/fashion-mnist``); torchvision downloads the data.
     If all of these fail, ``FashionMNISTError`` says how to provide the data.
+
+    A data folder that does not exist is created, and one line, in the
+    notebook's language, says so: a misspelt ``data_dir`` does not go
+    unnoticed. When preparing fails (or is interrupted), the folders it
+    created are removed again, so that no empty ``FashionMNIST/`` stays behind.
     """
+    created = _outermost_missing(fashion_mnist_raw_dir(root))
+    folder = Path(root).expanduser()
+    try:
+        raw = _prepare(root, source, download)
+    except BaseException:
+        if created is not None:
+            shutil.rmtree(created, ignore_errors=True)
+        raise
+    if created is not None and created in (folder, *folder.parents):
+        print(say(f"Note: the data folder {folder} did not exist, so it was created "
+                  "(check data_dir if you meant another folder).",
+                  f"注意：数据目录 {folder} 原本不存在，现已创建（如果你想用的是另一个目录，请检查 data_dir）。"))
+    return raw
+
+
+def _prepare(root, source, download):
+    """``prepare_fashion_mnist`` without the care for the folders it creates."""
     if source is not None:
         return install_fashion_mnist(source, root)
     if fashion_mnist_is_ready(root):
@@ -234,10 +283,11 @@ def prepare_fashion_mnist(root=DEFAULT_DATA_DIR, source=None, download=True):
                 datasets.FashionMNIST(root_path, train=train, download=True)
         except (OSError, RuntimeError) as err:
             raise FashionMNISTError(
-                f"{_how_to_get_data(root, 'could not be downloaded')} (download error: {err})"
+                _how_to_get_data(root, ("could not be downloaded", "无法下载"))
+                + say(f" (download error: {err})", f"（下载错误：{err}）")
             ) from None
         return fashion_mnist_raw_dir(root)
-    raise FashionMNISTError(_how_to_get_data(root, "downloading is turned off"))
+    raise FashionMNISTError(_how_to_get_data(root, ("downloading is turned off", "已关闭下载")))
 
 
 def main(argv=None):

@@ -96,12 +96,12 @@ seed = 7                               # fixes the initial weights, the data ord
 # 我们先检查参数，这样一旦写错，notebook 会在这里停下并给出清楚的提示，而不是在训练进行到一半时才报错。`helper.prepare_fashion_mnist` 确保 `data_dir` 中有数据集：如果没有，它会从本地副本复制（环境变量 `FASHION_MNIST_SOURCE` 指定的目录，或 Debian 的 `dataset-fashion-mnist` 软件包）；找不到本地副本时，才交给 torchvision 下载。这样即使在网络不好的教室里，本 notebook 也能正常运行。
 
 # %% tags=["nbval-ignore-output"]
-fc_model.check_positive_int(epochs=epochs)
-device = devices.get_device(device)
 # The companion modules speak the notebook's language
 # zh-CN: 配套模块使用本 notebook 的语言
 messages.set_language("en")
 # zh-CN: messages.set_language("zh-CN")
+fc_model.check_positive_int(epochs=epochs)
+device = devices.get_device(device)
 helper.prepare_fashion_mnist(data_dir)
 torch.manual_seed(seed)
 print(f"Training for {epochs} epoch(s) on {device}")

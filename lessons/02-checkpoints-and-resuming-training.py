@@ -83,6 +83,10 @@ seed = 7                               # fixes the initial weights, the data ord
                                        # zh-CN: 固定初始权重、数据顺序和 dropout
 
 # %% tags=["nbval-ignore-output"]
+# The companion modules speak the notebook's language
+# zh-CN: 配套模块使用本 notebook 的语言
+messages.set_language("en")
+# zh-CN: messages.set_language("zh-CN")
 fc_model.check_positive_int(epochs=epochs, stop_after=stop_after, train_size=train_size)
 if stop_after >= epochs:
     raise ValueError(f"stop_after ({stop_after}) must be less than epochs ({epochs}), "
@@ -95,10 +99,6 @@ if train_size > 60000:
     raise ValueError(f"train_size can be at most 60000 (the training set), got {train_size}")
     # zh-CN: raise ValueError(f"train_size 最多为 60000（训练集的大小），实际为 {train_size}")
 device = devices.get_device(device)
-# The companion modules speak the notebook's language
-# zh-CN: 配套模块使用本 notebook 的语言
-messages.set_language("en")
-# zh-CN: messages.set_language("zh-CN")
 helper.prepare_fashion_mnist(data_dir)
 checkpoint_dir = Path(checkpoint_dir)
 checkpoint_dir.mkdir(parents=True, exist_ok=True)
@@ -161,7 +161,7 @@ for index, state in sgd.state_dict()['state'].items():
 # Adam, which lesson 1 used, keeps even more per parameter: the step count and exponential moving averages of the gradient (`exp_avg`) and of its square (`exp_avg_sq`). Together they are as large as the model twice over.
 
 # %% [markdown] lang="zh-CN"
-# 第 1 课使用的 Adam 为每个参数持有的信息更多：步数，以及梯度的指数滑动平均（`exp_avg`）和梯度平方的指数滑动平均（`exp_avg_sq`）。这些加起来是模型大小的两倍。
+# 第 1 课使用的 Adam 为每个参数持有的信息更多：步数，以及梯度的指数移动平均（`exp_avg`）和梯度平方的指数移动平均（`exp_avg_sq`）。这些加起来是模型大小的两倍。
 
 # %%
 adam = optim.Adam(model.parameters(), lr=0.001)
@@ -363,7 +363,7 @@ if device.type == "cpu":
 #
 # 恢复后的训练算出的每一个数都取决于下面四样东西，而检查点把它们全部恢复了：
 #
-# - **权重**（模型的 `state_dict`）和**优化器状态**（Adam 的滑动平均和步数）；
+# - **权重**（模型的 `state_dict`）和**优化器状态**（Adam 的移动平均和步数）；
 # - **数据顺序**：每一轮开始时，`DataLoader` 用从 PyTorch 随机数生成器中取出的数来打乱数据。`train` 也把那一刻的生成器状态保存到检查点中，因此即使在一轮的中途恢复（`checkpoint_every`），也能得到相同的顺序，并跳过已经训练过的批次；
 # - **dropout 掩码**：每一步都从同一个生成器中抽取，所以它当前的状态也要恢复。
 #

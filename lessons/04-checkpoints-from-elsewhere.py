@@ -88,15 +88,15 @@ seed = 4                               # fixes the initial weights, the data ord
                                        # zh-CN: 固定初始权重、数据顺序和 dropout
 
 # %% tags=["nbval-ignore-output"]
+# The companion modules speak the notebook's language
+# zh-CN: 配套模块使用本 notebook 的语言
+messages.set_language("en")
+# zh-CN: messages.set_language("zh-CN")
 fc_model.check_positive_int(epochs=epochs, finetune_steps=finetune_steps, train_size=train_size)
 if train_size > 60000:
     raise ValueError(f"train_size can be at most 60000 (the training set), got {train_size}")
     # zh-CN: raise ValueError(f"train_size 最多为 60000（训练集的大小），实际为 {train_size}")
 device = devices.get_device(device)
-# The companion modules speak the notebook's language
-# zh-CN: 配套模块使用本 notebook 的语言
-messages.set_language("en")
-# zh-CN: messages.set_language("zh-CN")
 helper.prepare_fashion_mnist(data_dir)
 checkpoint_dir = Path(checkpoint_dir)
 checkpoint_dir.mkdir(parents=True, exist_ok=True)
@@ -204,7 +204,7 @@ for map_location in ["cpu", torch.device("cpu"), {"cuda:0": "cpu"}, lambda stora
 # A model *and* its optimizer take one more step. `map_location` only places the loaded tensors; `load_state_dict` copies the model's tensors into its parameters wherever those live. So build the model, move it with `.to(device)` first, then create the optimizer on its parameters and load the optimizer's state: `Optimizer.load_state_dict` moves each state tensor (Adam's moving averages) to the device of its parameter, and casts floating-point ones to its dtype. One exception: the step count `step` stays where it was loaded, unless the optimizer was created with `fused=True` or `capturable=True`.
 
 # %% [markdown] lang="zh-CN"
-# 同时加载模型*和*它的优化器还要多做一步。`map_location` 只决定加载出来的张量放在哪里；`load_state_dict` 则把这些张量的值复制到模型的参数中，参数原来在哪个设备上，就仍然留在哪个设备上。所以应当先构建模型，用 `.to(device)` 把它移到目标设备上，再用它的参数创建优化器，最后加载优化器的状态：`Optimizer.load_state_dict` 会把每个状态张量（Adam 的滑动平均）移到对应参数所在的设备上，并把浮点类型的状态张量转换成参数的 dtype。只有一个例外：除非创建优化器时指定了 `fused=True` 或 `capturable=True`，步数 `step` 会留在加载时所在的设备上。
+# 同时加载模型*和*它的优化器还要多做一步。`map_location` 只决定加载出来的张量放在哪里；`load_state_dict` 则把这些张量的值复制到模型的参数中，参数原来在哪个设备上，就仍然留在哪个设备上。所以应当先构建模型，用 `.to(device)` 把它移到目标设备上，再用它的参数创建优化器，最后加载优化器的状态：`Optimizer.load_state_dict` 会把每个状态张量（Adam 的移动平均）移到对应参数所在的设备上，并把浮点类型的状态张量转换成参数的 dtype。只有一个例外：除非创建优化器时指定了 `fused=True` 或 `capturable=True`，步数 `step` 会留在加载时所在的设备上。
 
 # %%
 checkpoint = torch.load(gpu_path, map_location=device, weights_only=True)

@@ -101,13 +101,13 @@ checkpoint_dir = "distributed"         # where this notebook writes its files
                                        # zh-CN: 本 notebook 写入文件的目录
 
 # %% tags=["nbval-ignore-output"]
-fc_model.check_positive_int(epochs=epochs, world_size=world_size, train_size=train_size,
-                            save_every=save_every, keep=keep)
-device = fsdp_training.distributed_device(devices.get_device(device), world_size)
 # The companion modules speak the notebook's language
 # zh-CN: 配套模块使用本 notebook 的语言
 messages.set_language("en")
 # zh-CN: messages.set_language("zh-CN")
+fc_model.check_positive_int(epochs=epochs, world_size=world_size, train_size=train_size,
+                            save_every=save_every, keep=keep)
+device = fsdp_training.distributed_device(devices.get_device(device), world_size)
 helper.prepare_fashion_mnist(data_dir)
 if train_size > 60000:
     raise ValueError(f"train_size can be at most 60000, the number of training images; got {train_size}")
@@ -320,7 +320,7 @@ print(resumed.stdout)
 # %% [markdown] lang="zh-CN"
 # 从脚本的输出可以看到：那个没有完成的目录会被替换，训练从 `latest` 指向的检查点恢复。
 #
-# 结果和从未中断的那次训练一样吗？我们比较两个最终检查点中的每一个张量和值：权重、Adam 的滑动平均、训练进度、各个 rank 的损失以及随机数生成器状态。在 CPU 上，按相同的顺序做相同的计算，结果逐位相同，所以这两个检查点必须完全一致；在 GPU 上，有些算子不是确定性的，出现极小的差异在意料之中。
+# 结果和从未中断的那次训练一样吗？我们比较两个最终检查点中的每一个张量和值：权重、Adam 的移动平均、训练进度、各个 rank 的损失以及随机数生成器状态。在 CPU 上，按相同的顺序做相同的计算，结果逐位相同，所以这两个检查点必须完全一致；在 GPU 上，有些算子不是确定性的，出现极小的差异在意料之中。
 
 # %%
 def flatten(value, prefix=""):

@@ -95,6 +95,10 @@ seed = 6                               # fixes the initial weights and the data 
                                        # zh-CN: 固定初始权重和数据顺序
 
 # %% tags=["nbval-ignore-output"]
+# The companion modules speak the notebook's language
+# zh-CN: 配套模块使用本 notebook 的语言
+messages.set_language("en")
+# zh-CN: messages.set_language("zh-CN")
 fc_model.check_positive_int(epochs=epochs, hidden_size=hidden_size, hidden_count=hidden_count,
                             max_shard_mb=max_shard_mb, train_size=train_size)
 if train_size > 60000:
@@ -115,10 +119,6 @@ if max_shard_size >= weight_bytes:
                      "choose a smaller value, so that it is saved in several shards")
                      # zh-CN: "请选一个更小的值，让网络保存成多个分片")
 device = devices.get_device(device)
-# The companion modules speak the notebook's language
-# zh-CN: 配套模块使用本 notebook 的语言
-messages.set_language("en")
-# zh-CN: messages.set_language("zh-CN")
 helper.prepare_fashion_mnist(data_dir)
 checkpoint_dir = Path(checkpoint_dir)
 checkpoint_dir.mkdir(parents=True, exist_ok=True)

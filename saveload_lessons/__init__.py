@@ -11,6 +11,10 @@ they use lives here, one module a job:
 - ``launching``: starting a script on several processes with torchrun;
 - ``distributed_checkpoints``: folders of distributed checkpoints (DCP);
 - ``sharded_files``: a model saved as several safetensors shards and an index, read safely;
+- ``resumable_data``: augmented training data whose worker processes resume exactly;
+- ``preemption``: a ``SIGTERM`` turned into a request to stop at the end of a step;
+- ``retention``: the latest checkpoint and the best K, and how checkpoints are named;
+- ``resumable_job``: the training job of lesson 7, which uses all three;
 - ``messages``: the language (English or Chinese) the package speaks to a learner;
 - ``fsdp_training``: the training script of lesson 5, run on every rank;
 - ``exercise_checks``: the checks of the exercises, one module a lesson;

@@ -105,17 +105,17 @@ def set_rng_state(state):
         torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"][:torch.cuda.device_count()]])
 
 
-def save_checkpoint(path, model, optimizer=None, **training_state):
-    """Save a general checkpoint of ``model`` (which has an ``architecture`` and a ``spec``,
-    as ``fc_model.Network`` has) atomically.
+def general_checkpoint(model, optimizer=None, **training_state):
+    """A general checkpoint of ``model`` (which has an ``architecture`` and a ``spec``, as
+    ``fc_model.Network`` has), as a dict.
 
-    The file holds the format tag, the architecture, the model's and the
-    optimizer's ``state_dict``, the current random-number-generator states,
-    and ``training_state`` (for example ``epoch=1, step=938, loss=0.42``):
-    plain numbers, strings, lists, dicts and tensors only, so that it loads
-    with ``weights_only=True``.
+    It holds the format tag, the architecture, the model's and the optimizer's
+    ``state_dict``, the current random-number-generator states, and
+    ``training_state`` (for example ``epoch=1, step=938, loss=0.42``): plain
+    numbers, strings, lists, dicts and tensors only, so that it loads with
+    ``weights_only=True``.
     """
-    checkpoint = {
+    return {
         "format": model.spec.checkpoint_format,
         "architecture": model.architecture,
         "model_state_dict": model.state_dict(),
@@ -123,6 +123,11 @@ def save_checkpoint(path, model, optimizer=None, **training_state):
         "rng": rng_state(),
         **training_state,
     }
+
+
+def save_checkpoint(path, model, optimizer=None, **training_state):
+    """Save ``general_checkpoint(model, optimizer, **training_state)`` at ``path``, atomically."""
+    checkpoint = general_checkpoint(model, optimizer, **training_state)
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     with atomic_write(path) as file:
         torch.save(checkpoint, file)

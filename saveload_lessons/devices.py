@@ -12,10 +12,14 @@ Three facts decide where a computation runs, and they are easy to mix up:
   state (Adam's averages, SGD's momentum) follows its parameters only when it
   is loaded or moved (``move_to``).
 
-Model, optimizer state and inputs must all end up on one device.
+Model, optimizer state and inputs must all end up on one device. The errors
+of ``get_device``, which the lessons call in their first cells, come in the
+notebook's language (``messages``).
 """
 
 import torch
+
+from saveload_lessons.messages import say
 
 # The device types the lessons can compute on. ``meta`` (tensors with a shape
 # but no data) is also accepted where files are loaded, to check placement
@@ -45,7 +49,8 @@ def check_device(device, allow_meta=True):
     if isinstance(device, torch.device):
         device = str(device)
     if not isinstance(device, str):
-        raise ValueError(f"a device is a name such as 'cpu' or 'cuda', got {device!r}")
+        raise ValueError(say(f"a device is a name such as 'cpu' or 'cuda', got {device!r}",
+                             f"设备应当是 'cpu' 或 'cuda' 这样的名称，实际为 {device!r}"))
     known = (*COMPUTE_DEVICE_TYPES, "meta") if allow_meta else COMPUTE_DEVICE_TYPES
     available = available_devices()
     try:
@@ -53,21 +58,25 @@ def check_device(device, allow_meta=True):
     except RuntimeError:
         checked = None
     if checked is None or checked.type not in known:
-        raise ValueError(
+        raise ValueError(say(
             f"unknown device {device!r}: use one of {available} "
-            "(the ones available on this machine)")
+            "(the ones available on this machine)",
+            f"未知的设备 {device!r}：请使用 {available} 中的一个（本机可用的设备）"))
     if checked.type == "meta":
         return checked
     if checked.type not in available:
-        raise ValueError(
+        raise ValueError(say(
             f"device {device!r} is not available on this machine; available: {available}. "
-            "A file saved on a GPU loads on any machine with map_location='cpu'.")
+            "A file saved on a GPU loads on any machine with map_location='cpu'.",
+            f"本机没有设备 {device!r}；可用的设备：{available}。"
+            "在 GPU 上保存的文件，用 map_location='cpu' 就能在任何机器上加载。"))
     if checked.type == "cuda" and checked.index is not None \
             and checked.index >= torch.cuda.device_count():
         count = torch.cuda.device_count()
-        raise ValueError(
+        raise ValueError(say(
             f"device {device!r} does not exist: this machine has {count} CUDA device(s), "
-            f"cuda:0 to cuda:{count - 1}")
+            f"cuda:0 to cuda:{count - 1}",
+            f"设备 {device!r} 不存在：本机有 {count} 个 CUDA 设备，从 cuda:0 到 cuda:{count - 1}"))
     return checked
 
 
@@ -81,7 +90,8 @@ def get_device(name="auto"):
     if isinstance(name, str) and name.strip().lower() == "auto":
         return torch.device(available_devices()[0])
     if not isinstance(name, (str, torch.device)):
-        raise ValueError(f"device must be a string such as 'auto' or 'cpu', got {name!r}")
+        raise ValueError(say(f"device must be a string such as 'auto' or 'cpu', got {name!r}",
+                             f"device 必须是 'auto' 或 'cpu' 这样的字符串，实际为 {name!r}"))
     return check_device(name, allow_meta=False)
 
 

@@ -37,7 +37,6 @@ import math
 import os
 import pathlib
 import pickle
-import re
 import shutil
 import stat
 import warnings
@@ -55,11 +54,11 @@ from saveload_lessons import checkpoint_io
 from saveload_lessons.checkpoint_io import CheckpointError
 from saveload_lessons.files import atomic_write
 from saveload_lessons.messages import say
+from saveload_lessons.retention import folder_step, step_folder  # noqa: F401 (named here by lesson 5)
 from saveload_lessons.values import is_count, quote
 
 METADATA_FILE = ".metadata"   # written by DCP last, once every shard is on disk
 LATEST_FILE = "latest"        # names the newest complete step folder
-STEP_FOLDER = re.compile(r"step-(\d{6,12})")
 MAX_METADATA_BYTES = 16 * 2**20  # DCP writes a few hundred bytes per piece of a tensor
 MAX_CHUNK_COMPARISONS = 10**5     # checking that no two pieces of a tensor overlap
 
@@ -97,26 +96,6 @@ _METADATA_GLOBALS = _metadata_globals()
 
 
 # --------------------------------------------------------------------------- step folders
-
-def step_folder(root, step):
-    """The folder of the checkpoint taken after ``step`` optimizer steps: ``root/step-000040``."""
-    if not is_count(step) or step >= 10**12:
-        raise ValueError(f"step must be a non-negative integer below 10**12, got {step!r}")
-    return Path(root) / f"step-{step:06d}"
-
-
-def folder_step(folder):
-    """The step number in a step folder's name, or None for any other name.
-
-    Only the spelling ``step_folder`` writes counts (``step-000040``, not
-    ``step-0000040``), so that each step has exactly one folder.
-    """
-    name = Path(folder).name
-    match = STEP_FOLDER.fullmatch(name)
-    if match is None or name != f"step-{int(match.group(1)):06d}":
-        return None
-    return int(match.group(1))
-
 
 def is_complete(folder):
     """Whether DCP finished saving ``folder``: its ``.metadata`` exists, as a file of its own

@@ -3,6 +3,12 @@
 Learners run it first, in the environment they will use for the lessons. It
 prints one line per check, ✓ or ✗, and for each problem what to do:
 
+- that this Python is the lessons' environment: started in a clone of the
+  repository, another Python (the system's, say) imports the clone's modules
+  from the current folder and finds the metadata its editable install left
+  there, without having the package or its requirements; the check says so,
+  and to activate the clone's ``.venv`` or run ``make check``, and stops;
+- the companion package installed;
 - the Python version the companion package requires;
 - torch and torchvision: importable, versions the package accepts, and a
   torchvision that works with this torch (a mismatched pair fails at import);
@@ -29,10 +35,14 @@ import importlib.util
 import os
 import platform
 import sys
+from pathlib import Path
 
 from saveload_lessons import LANGUAGES
 
 DISTRIBUTION = "saving-loading-pytorch-lessons"
+# The folder that holds the package: a clone of the repository (with its pyproject.toml and,
+# once `make` has run, its .venv), or an installation's site-packages.
+CHECKOUT = Path(__file__).resolve().parent.parent
 # Why the package's floor for torch (pyproject.toml) is where it is.
 UNSAFE_LOADING = (": on older versions torch.load(..., weights_only=True) is not safe for files from "
                   "others (CVE-2025-32434: code execution up to 2.5.1; CVE-2026-24747: memory "
@@ -94,12 +104,56 @@ def can_print(text):
     return True
 
 
+def installed_distribution():
+    """The package as this Python has it installed, or None.
+
+    A clone's own folder is left out of the search: the ``egg-info`` folder
+    that an editable install writes there is no installation, although Python
+    finds it when it is started in that folder.
+    """
+    places = [entry for entry in sys.path
+              if not (is_clone() and Path(entry or ".").resolve() == CHECKOUT)]
+    return next(iter(importlib.metadata.distributions(name=DISTRIBUTION, path=places)), None)
+
+
+def is_clone():
+    """Whether the package runs from a clone of the repository, not from an installation."""
+    return (CHECKOUT / "pyproject.toml").is_file()
+
+
+def check_environment(report):
+    """Whether this Python is one to check: not another Python than the clone's environment
+    that only runs the clone's modules because it was started in the clone's folder."""
+    if installed_distribution() is not None or not is_clone():
+        return True
+    venv = CHECKOUT / ".venv"
+    if Path(sys.prefix).resolve() == venv.resolve():
+        return True  # the clone's environment itself, without the package: check_package says so
+    if venv.is_dir():
+        report.problem(
+            f"this Python ({sys.executable}) is not the lessons' environment {venv}: it only finds "
+            "the lessons' modules because it runs in their folder. Run `make check`, or activate "
+            "the environment (Linux and macOS: `. .venv/bin/activate`; Windows: "
+            "`.venv\\Scripts\\activate`) and run this check again.",
+            f"这个 Python（{sys.executable}）不是课程的环境 {venv}：它只是因为在课程目录中运行，"
+            "才找到了课程的模块。请运行 `make check`，或者先激活这个环境（Linux 和 macOS："
+            "`. .venv/bin/activate`；Windows：`.venv\\Scripts\\activate`），再运行一次检查。")
+    else:
+        report.problem(
+            f"this Python ({sys.executable}) does not have the lessons installed, and {CHECKOUT} "
+            "has no .venv yet: run `make check`, which sets it up and runs this check in it "
+            "(see the README).",
+            f"这个 Python（{sys.executable}）中没有安装课程，{CHECKOUT} 中也还没有 .venv："
+            "请运行 `make check`，它会创建这个环境，并在其中运行这项检查（见 README）。")
+    return False
+
+
 def _requirements():
     """``{name: specifier}`` of the installed package's requirements (torch, torchvision, ...)."""
     from packaging.requirements import Requirement
 
     found = {}
-    for line in importlib.metadata.requires(DISTRIBUTION) or []:
+    for line in installed_distribution().requires or []:
         requirement = Requirement(line)
         if requirement.marker is None:
             found[requirement.name] = requirement.specifier
@@ -108,26 +162,30 @@ def _requirements():
 
 def check_package(report):
     """The companion package is installed; returns its metadata or None."""
-    try:
-        metadata = importlib.metadata.metadata(DISTRIBUTION)
-    except importlib.metadata.PackageNotFoundError:
+    distribution = installed_distribution()
+    if distribution is None:
         report.problem(
             f"the companion package {DISTRIBUTION} is not installed: in the lessons' folder run "
             "`python -m pip install .` (or the README's `make run`, which installs it in .venv).",
             f"配套软件包 {DISTRIBUTION} 尚未安装：请在课程所在的目录中运行 `python -m pip install .`"
             "（或者运行 README 中的 `make run`，它会把软件包安装到 .venv 中）。")
         return None
+    metadata = distribution.metadata
     report.ok(f"{DISTRIBUTION} {metadata['Version']} is installed",
               f"已安装 {DISTRIBUTION} {metadata['Version']}")
     return metadata
 
 
 def check_python(report, metadata):
-    from packaging.specifiers import SpecifierSet
-
     version = platform.python_version()
-    wanted = SpecifierSet(metadata["Requires-Python"] or "") if metadata else SpecifierSet(">=3.10")
-    if version in wanted:
+    if metadata:
+        from packaging.specifiers import SpecifierSet
+
+        wanted = SpecifierSet(metadata["Requires-Python"] or "")
+        fits = version in wanted
+    else:  # without the package, packaging may be missing too: pyproject.toml's floor
+        wanted, fits = ">=3.10", sys.version_info >= (3, 10)
+    if fits:
         report.ok(f"Python {version} ({sys.executable})", f"Python {version}（{sys.executable}）")
     else:
         report.problem(f"Python {version} is too old or too new: the lessons need Python {wanted}. "
@@ -162,10 +220,10 @@ def check_torch(report, metadata):
 
 def companion_modules():
     """The modules the package installs, from its ``top_level.txt``."""
-    try:
-        listed = importlib.metadata.distribution(DISTRIBUTION).read_text("top_level.txt") or ""
-    except importlib.metadata.PackageNotFoundError:
+    distribution = installed_distribution()
+    if distribution is None:
         return []
+    listed = distribution.read_text("top_level.txt") or ""
     return sorted(line.strip() for line in listed.splitlines() if line.strip())
 
 
@@ -276,13 +334,14 @@ def check_device(report):
 def run_checks(data_dir, language="en"):
     """Run every check, printing one line each; return the number of problems."""
     report = Report(language)
-    metadata = check_package(report)
-    check_python(report, metadata)
-    check_torch(report, metadata)
-    check_modules(report)
-    check_data(report, data_dir)
-    check_kernel(report)
-    check_device(report)
+    if check_environment(report):
+        metadata = check_package(report)
+        check_python(report, metadata)
+        check_torch(report, metadata)
+        check_modules(report)
+        check_data(report, data_dir)
+        check_kernel(report)
+        check_device(report)
     if report.problems:
         report.print(report.say(f"{report.problems} problem(s): fix them, then run this check again.",
                                 f"发现 {report.problems} 个问题：请逐一解决后再运行一次检查。"))

@@ -3,13 +3,17 @@
 ``is_count`` and ``is_number`` answer yes or no; ``check_positive_int`` and
 ``positive_int_argument`` raise the error their callers need (a ``ValueError``
 for a function's arguments, an ``argparse`` error for a command line), with
-one wording: "must be a positive integer, got ...". ``quote`` keeps any value,
-however large or deeply nested, short in a message.
+one wording: "must be a positive integer, got ...". ``check_positive_int``, which
+the lessons call in their first cells, says it in the notebook's language
+(``messages``). ``quote`` keeps any value, however large or deeply nested, short
+in a message.
 """
 
 import argparse
 import reprlib
 import sys
+
+from saveload_lessons.messages import say
 
 _short = reprlib.Repr()
 _short.maxlevel, _short.maxstring, _short.maxother, _short.maxlong = 3, 60, 60, 40
@@ -36,7 +40,10 @@ def is_number(value):
 
 def positive_int_problem(name, value):
     """The message for a ``value`` of ``name`` that is not a positive integer, or None."""
-    return None if is_count(value, 1) else f"{name} must be a positive integer, got {quote(value)}"
+    if is_count(value, 1):
+        return None
+    return say(f"{name} must be a positive integer, got {quote(value)}",
+               f"{name} 必须是正整数，实际为 {quote(value)}")
 
 
 def check_positive_int(**values):

@@ -83,6 +83,16 @@ def data_dir():
     return DATA_DIR
 
 
+@pytest.fixture
+def chinese():
+    """The package speaks Chinese for one test, as in a Chinese notebook; English again afterwards."""
+    from saveload_lessons import messages
+
+    messages.set_language("zh-CN")
+    yield
+    messages.set_language("en")
+
+
 @pytest.fixture(scope="session")
 def fashion_slices(data_dir):
     """Real Fashion-MNIST: 3,000 training and 1,000 test examples."""

@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -162,10 +163,7 @@ def test_a_missing_kernel_is_reported(monkeypatch, data_dir, capsys):
 
 
 def test_a_missing_package_says_how_to_install_it(monkeypatch, capsys):
-    def not_found(name):
-        raise environment_check.importlib.metadata.PackageNotFoundError(name)
-
-    monkeypatch.setattr(environment_check.importlib.metadata, "metadata", not_found)
+    monkeypatch.setattr(environment_check, "installed_distribution", lambda: None)
     report = environment_check.Report("en")
     assert environment_check.check_package(report) is None
     assert report.problems == 1
@@ -176,3 +174,81 @@ def test_the_modules_checked_are_the_ones_pyproject_installs():
     setuptools = read_pyproject()["tool"]["setuptools"]
     top_level = {*setuptools["py-modules"], *(name for name in setuptools["packages"] if "." not in name)}
     assert environment_check.companion_modules() == sorted(top_level)
+
+
+# --------------------------------------------------------------------------- another Python
+
+def test_the_clones_egg_info_is_not_taken_for_an_installation():
+    """Started in the clone's folder, Python finds the egg-info the editable install left there."""
+    installed = environment_check.installed_distribution()
+    assert installed is not None
+    assert Path(installed.locate_file("")).resolve() != environment_check.CHECKOUT
+
+
+@pytest.fixture(scope="module")
+def bare_python(tmp_path_factory):
+    """Another Python, without torch or the package: a virtual environment without pip."""
+    folder = tmp_path_factory.mktemp("bare")
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(folder)], check=True)
+    return folder / ("Scripts/python.exe" if sys.platform == "win32" else "bin/python")
+
+
+@pytest.fixture
+def clone(tmp_path):
+    """A clone of the repository after `make`: the package, pyproject.toml, the egg-info of
+    the editable install and a .venv (empty: only its folder counts)."""
+    shutil.copytree(environment_check.CHECKOUT / "saveload_lessons", tmp_path / "saveload_lessons",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(environment_check.CHECKOUT / "pyproject.toml", tmp_path)
+    egg_info = tmp_path / "saving_loading_pytorch_lessons.egg-info"
+    egg_info.mkdir()
+    (egg_info / "PKG-INFO").write_text("Metadata-Version: 2.1\nName: saving-loading-pytorch-lessons\n"
+                                       "Version: 1.1.0\n")
+    (tmp_path / ".venv").mkdir()
+    return tmp_path
+
+
+def check_with(python, folder, language="en"):
+    result = subprocess.run([str(python), "-m", "saveload_lessons", "--language", language],
+                            cwd=folder, capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "PYTHONIOENCODING": "utf-8"})
+    assert "Traceback" not in result.stderr, result.stderr
+    return result.returncode, result.stdout.splitlines()
+
+
+def test_another_python_in_the_clone_is_sent_to_the_lessons_environment(bare_python, clone):
+    """Not "is installed" and "pip install .": the one thing to do is to use the environment."""
+    status, lines = check_with(bare_python, clone)
+    assert status == 1
+    assert lines == [
+        f"✗ this Python ({bare_python}) is not the lessons' environment {clone / '.venv'}: it only "
+        "finds the lessons' modules because it runs in their folder. Run `make check`, or activate "
+        "the environment (Linux and macOS: `. .venv/bin/activate`; Windows: "
+        "`.venv\\Scripts\\activate`) and run this check again.",
+        "1 problem(s): fix them, then run this check again."]
+    status, lines = check_with(bare_python, clone, "zh-CN")
+    assert lines[0].startswith(f"✗ 这个 Python（{bare_python}）不是课程的环境 {clone / '.venv'}：")
+    assert "请运行 `make check`，或者先激活这个环境" in lines[0]
+
+
+def test_another_python_in_a_clone_without_environment_is_sent_to_make_check(bare_python, clone):
+    (clone / ".venv").rmdir()
+    status, lines = check_with(bare_python, clone)
+    assert status == 1
+    assert lines[0] == (f"✗ this Python ({bare_python}) does not have the lessons installed, and "
+                        f"{clone} has no .venv yet: run `make check`, which sets it up and runs "
+                        "this check in it (see the README).")
+
+
+def test_an_installation_outside_a_clone_is_found(bare_python, tmp_path):
+    """The package installed from a wheel, as in the offline room: the folder that holds it is
+    site-packages, which is searched like any other."""
+    site = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-compile",
+                    "--no-build-isolation", "--target", str(site), str(environment_check.CHECKOUT)],
+                   check=True)
+    result = subprocess.run([str(bare_python), "-m", "saveload_lessons", "--language", "en"],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "PYTHONPATH": str(site), "PYTHONIOENCODING": "utf-8"})
+    version = read_pyproject()["project"]["version"]
+    assert result.stdout.splitlines()[0] == f"✓ saving-loading-pytorch-lessons {version} is installed"

@@ -158,6 +158,73 @@ def test_command_line(tmp_path, gz_copy, capsys):
     assert "does not exist" in capsys.readouterr().err
 
 
+# --------------------------------------------------------------------------- the data folder
+
+def test_a_data_folder_that_did_not_exist_is_created_and_said_so(tmp_path, gz_copy, monkeypatch,
+                                                                capsys):
+    """A misspelt data_dir does not go unnoticed: one line, the first time only."""
+    monkeypatch.setenv(helper.SOURCE_ENV_VAR, str(gz_copy))
+    root = tmp_path / "typo" / "data"
+    helper.prepare_fashion_mnist(root)
+    assert capsys.readouterr().out == (f"Note: the data folder {root} did not exist, so it was "
+                                       "created (check data_dir if you meant another folder).\n")
+    helper.prepare_fashion_mnist(root)
+    assert capsys.readouterr().out == ""
+
+
+def test_a_new_data_folder_is_said_in_the_notebooks_language(tmp_path, gz_copy, monkeypatch,
+                                                             capsys, chinese):
+    monkeypatch.setenv(helper.SOURCE_ENV_VAR, str(gz_copy))
+    helper.prepare_fashion_mnist(tmp_path / "data")
+    assert capsys.readouterr().out == (f"注意：数据目录 {tmp_path / 'data'} 原本不存在，现已创建"
+                                       "（如果你想用的是另一个目录，请检查 data_dir）。\n")
+
+
+def test_an_existing_data_folder_gets_no_note(tmp_path, gz_copy, capsys):
+    (tmp_path / "data").mkdir()
+    helper.prepare_fashion_mnist(tmp_path / "data", source=gz_copy)
+    assert capsys.readouterr().out == ""
+
+
+@pytest.mark.parametrize("existing", ["", "data", "data/FashionMNIST"])
+def test_a_failed_preparation_removes_the_folders_it_created(existing, tmp_path, offline, capsys):
+    """Whatever part of ROOT/FashionMNIST/raw existed stays; what the failure created goes."""
+    root = tmp_path / "new" / "data"
+    if existing:
+        (tmp_path / "new" / existing).mkdir(parents=True)
+    before = sorted(tmp_path.rglob("*"))
+    with pytest.raises(helper.FashionMNISTError, match="could not be downloaded"):
+        helper.prepare_fashion_mnist(root)
+    assert sorted(tmp_path.rglob("*")) == before
+    assert capsys.readouterr().out == ""
+
+
+def test_a_failed_copy_from_a_source_removes_the_folders_it_created(tmp_path, gz_copy):
+    (gz_copy / "t10k-labels-idx1-ubyte.gz").write_bytes(b"damaged")
+    with pytest.raises(helper.FashionMNISTError, match="is not a usable Fashion-MNIST file"):
+        helper.prepare_fashion_mnist(tmp_path / "data", source=gz_copy)
+    assert not (tmp_path / "data").exists()
+
+
+def test_an_interrupted_preparation_removes_the_folders_it_created(tmp_path, gz_copy, monkeypatch):
+    def interrupted(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(helper, "_install_idx_file", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        helper.prepare_fashion_mnist(tmp_path / "data", source=gz_copy)
+    assert not (tmp_path / "data").exists()
+
+
+def test_the_missing_data_message_follows_the_notebooks_language(tmp_path, offline, chinese):
+    with pytest.raises(helper.FashionMNISTError) as info:
+        helper.prepare_fashion_mnist(tmp_path / "data", download=False)
+    assert str(info.value).startswith(f"{tmp_path / 'data' / 'FashionMNIST' / 'raw'} 中没有 "
+                                      "Fashion-MNIST，而且已关闭下载。请联网后再运行一次")
+    with pytest.raises(helper.FashionMNISTError, match="Fashion-MNIST 的源目录 .* 不存在"):
+        helper.prepare_fashion_mnist(tmp_path / "data", source=tmp_path / "none")
+
+
 def epochs_of(loader, seed, epochs):
     """Every batch of ``epochs`` epochs from ``seed``, and the generator state afterwards."""
     torch.manual_seed(seed)

@@ -14,6 +14,11 @@ from tools import build_notebooks
 from tools.build_notebooks import LessonError, load_lesson, localize_code
 
 LESSON_1 = REPO / "lessons" / "01-saving-and-loading-models.py"
+# What the cell after the parameters starts with, so that its checks speak the notebook's language
+LANGUAGE_FIRST = ("# The companion modules speak the notebook's language\n"
+                  "# zh-CN: 配套模块使用本 notebook 的语言\n"
+                  'messages.set_language("en")\n'
+                  '# zh-CN: messages.set_language("zh-CN")\n')
 
 
 # --------------------------------------------------------------------------- comments
@@ -86,6 +91,13 @@ def broken_copy(tmp_path, old, new, name=LESSON_1.name):
     ('# %% tags=["parameters"]', '# %%', "0 code cells are tagged 'parameters'"),
     ("device = devices.get_device(device)\n", "",
      "the cell after the parameters does not call ['devices.get_device']"),
+    (LANGUAGE_FIRST + "fc_model.check_positive_int(epochs=epochs)\n",
+     "fc_model.check_positive_int(epochs=epochs)\n" + LANGUAGE_FIRST,
+     'the cell after the parameters must start with messages.set_language("en") and a '
+     '"# zh-CN:" line with messages.set_language("zh-CN"), before its checks'),
+    ('messages.set_language("en")\n# zh-CN: messages.set_language("zh-CN")\nfc_model',
+     'messages.set_language("en")\nfc_model',
+     'the cell after the parameters must start with messages.set_language("en")'),
     ('epochs = 2 ', 'epochs = int("2") ', "must only assign plain values"),
     ("#     teaching_minutes: 60\n", "", "the header needs teaching_minutes"),
     ('for_lesson(1, language="en")', 'for_lesson(2, language="en")',

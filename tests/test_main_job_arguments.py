@@ -148,6 +148,31 @@ def test_a_name_that_is_no_notebook_is_a_usage_error(name, capsys, nothing_runs)
 
 
 
+@pytest.mark.parametrize("name", ["saving-and-loding", "01-saving-and-loading-model",
+                                  "saving-and-loading-model.ipynb"])
+def test_a_name_one_letter_off_gets_a_did_you_mean(name, capsys, nothing_runs):
+    error = usage_error(capsys, name)
+    assert f"no notebook matches {reprlib.repr(name)}. Did you mean '01-saving-and-loading-models'? " in error
+
+
+def test_a_parameter_only_other_lessons_have_names_them(capsys, nothing_runs):
+    """Lesson 1 has no train_size; lessons 2, 4, 5 and 6 do (each lesson's parameters cell)."""
+    having = [int(path.stem[:2]) for path in EN_PATHS
+              if "train_size" in run_notebooks.notebook_parameters(path)]
+    assert 1 not in having and len(having) > 1
+    error = usage_error(capsys, "1", "-p", "train_size", "3200")
+    assert error.endswith(
+        f"the selected lesson 1 has no parameter 'train_size'; lessons "
+        f"{', '.join(map(str, having[:-1]))} and {having[-1]} have it: select one of them by its "
+        f"number, for example `{having[0]} -p train_size 3200`")
+
+
+def test_a_parameter_of_one_other_lesson_is_named_too(capsys, nothing_runs):
+    error = usage_error(capsys, "1", "3", "-p", "stop_after", "1")
+    assert error.endswith("the selected lessons 1 and 3 have no parameter 'stop_after'; lesson 2 "
+                          "has it: select it by its number, for example `2 -p stop_after 1`")
+
+
 def test_a_folder_this_user_cannot_write_is_a_usage_error(capsys, nothing_runs):
     error = usage_error(capsys, "1", "--output", "/proc/self/nonexistent")
     assert "this user may not create" in error

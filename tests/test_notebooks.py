@@ -21,7 +21,7 @@ from torchvision import datasets
 
 import fc_model
 from conftest import REPO, TRANSFORM, assert_identical
-from saveload_lessons import checkpoint_io, distributed_checkpoints, fsdp_training
+from saveload_lessons import checkpoint_io, distributed_checkpoints, fsdp_training, retention
 from tools import build_notebooks, run_notebooks
 
 EN = sorted(p.name for p in (REPO / "notebooks" / "en").glob("*.ipynb"))
@@ -381,3 +381,27 @@ def test_lesson_5_needs_a_save_before_the_kill(tmp_path):
     with pytest.raises(papermill.PapermillExecutionError) as info:
         run_notebooks.run_notebook(path, tmp_path, {"train_size": 640})
     assert "are 10 steps; this lesson needs more than 2 * save_every = 20" in info.value.evalue
+
+
+def test_lesson_7_left_the_checkpoints_it_describes(quick_run, data_dir):
+    path = REPO / "notebooks" / "en" / "07-resuming-real-training-jobs.ipynb"
+    folder, nb = quick_run(path)
+    run = {**run_notebooks.notebook_parameters(path), **quick_parameters(path, data_dir)}
+    total = run["epochs"] * -(-run["train_size"] // 64)
+    keeper = retention.CheckpointKeeper(folder / run["checkpoint_dir"] / "preempted", run["keep_best"])
+    assert keeper.latest() == retention.step_file(keeper.folder, total)
+    kept = {keeper.latest(), *(path for path, _ in keeper.best())}
+    assert sorted(p.name for p in keeper.folder.glob("step-*.pt")) == sorted(p.name for p in kept)
+    assert len(keeper.best()) == run["keep_best"]
+    checkpoint = checkpoint_io.load_checkpoint(keeper.latest(), fc_model.NETWORK)
+    assert checkpoint["step"] == total and checkpoint["ema_state_dict"]["n_averaged"].item() == total
+    text = "".join(o.get("text", "") for c in code_cells(nb) for o in c.outputs)
+    assert "exit status: 75" in text and "identical after a real SIGTERM: True" in text
+    assert "StatefulAugmentedImages resumed run has the weights of the uninterrupted one: True" in text
+
+
+def test_lesson_7_needs_a_stop_in_the_middle_of_an_epoch(tmp_path):
+    path = REPO / "notebooks" / "en" / "07-resuming-real-training-jobs.ipynb"
+    with pytest.raises(papermill.PapermillExecutionError) as info:
+        run_notebooks.run_notebook(path, tmp_path, {"train_size": 640, "stop_at": 10})
+    assert "stop_at (10) must fall in the middle of an epoch" in info.value.evalue

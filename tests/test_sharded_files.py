@@ -17,7 +17,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from conftest import assert_identical
-from saveload_lessons import messages, sharded_files
+from saveload_lessons import sharded_files
 from saveload_lessons.checkpoint_io import CheckpointError
 from saveload_lessons.sharded_files import INDEX_FILE, load_sharded, load_sharded_into, read_index
 
@@ -69,14 +69,6 @@ def edit_index(folder, change):
 @pytest.fixture
 def folder(tmp_path):
     return write_folder(tmp_path / "model")
-
-
-@pytest.fixture
-def chinese():
-    """Messages in Chinese for one test, English again afterwards."""
-    messages.set_language("zh-CN")
-    yield
-    messages.set_language("en")
 
 
 def refused(call, *paths):

@@ -77,6 +77,8 @@ FOR_LESSON = re.compile(r"exercise_checks\.for_lesson\((\d+)\b")
 
 REQUIRED_PARAMETERS = ("epochs", "device", "data_dir", "seed")
 EARLY_CHECKS = ("devices.get_device", "fc_model.check_positive_int", "helper.prepare_fashion_mnist")
+# What the early checks' cell does first, so that their messages come in the notebook's language
+SET_LANGUAGE = "messages.set_language"
 FEWEST_EXERCISES, MOST_EXERCISES = 2, 3
 
 # What every lesson must have; ``lesson_problems`` checks each of these. This is the one
@@ -89,7 +91,9 @@ RULES = f"""\
 - every comment in its code is followed by a "# zh-CN:" line that translates it;
 - exactly one code cell is tagged "parameters"; it assigns plain values, at least to
   {", ".join(REQUIRED_PARAMETERS)}, and quick_run only names those parameters;
-- the first code cell after it checks them early: it calls {", ".join(EARLY_CHECKS)};
+- the first code cell after it checks them early: it starts with {SET_LANGUAGE}("en"), with a
+  "# zh-CN:" line that gives "zh-CN" (so the checks speak the notebook's language), and it
+  calls {", ".join(EARLY_CHECKS)};
 - it has {FEWEST_EXERCISES} to {MOST_EXERCISES} exercises, numbered from 1: each is a code cell with one
   solution region ({BEGIN_SOLUTION} ... {END_SOLUTION}), followed by a code cell that calls
   check.exercise_N(...);
@@ -229,6 +233,20 @@ def _called_names(source):
     return names
 
 
+def _sets_language_first(source):
+    """Whether the code ``source``, in each language, starts with ``messages.set_language``
+    of that language (a cell whose translation is broken counts as yes: that is its own problem)."""
+    for language in LANGUAGES:
+        try:
+            body = ast.parse(localize_code(source, language)).body
+        except LessonError:
+            return True
+        first = ast.unparse(body[0]) if body else ""
+        if first != f"{SET_LANGUAGE}({language!r})":
+            return False
+    return True
+
+
 def lesson_problems(lesson):
     """Every way ``lesson`` breaks ``RULES`` (an empty list when it follows them)."""
     problems = []
@@ -287,6 +305,9 @@ def lesson_problems(lesson):
     unchecked = [name for name in EARLY_CHECKS if name not in _called_names(after)]
     if unchecked:
         problems.append(f"the cell after the parameters does not call {unchecked}")
+    if not _sets_language_first(after):
+        problems.append(f'the cell after the parameters must start with {SET_LANGUAGE}("en") and a '
+                        f'"# zh-CN:" line with {SET_LANGUAGE}("zh-CN"), before its checks')
     problems.extend(exercise_problems(code))
     problems.extend(check_problems(lesson.number, code))
     return problems

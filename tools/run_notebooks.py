@@ -23,6 +23,11 @@ one message:
   ``-p checkpoint_dir /`` or ``../elsewhere`` is refused. To write somewhere
   else, choose ``--output``. ``data_dir`` is only read from (and filled with
   Fashion-MNIST when it is missing), so it may be any folder.
+
+A name one letter off gets a "Did you mean", and so does a parameter; a
+parameter that only lessons not selected have names them. Ctrl-C stops the job
+with one line, and never leaves a partly executed notebook in place of the
+previous output (see ``run_notebook``).
 """
 
 import argparse
@@ -75,11 +80,19 @@ def notebook_paths(languages=LANGUAGES, names=()):
         matches = _matching(available, name)
         if not matches:
             stems = sorted({path.stem for path in available})
-            raise UsageError(f"no notebook matches {reprlib.repr(name)}. Name a lesson by its number "
-                             f"(1), its file name or its path; the notebooks are: "
-                             f"{', '.join(stems)}")
+            raise UsageError(f"no notebook matches {reprlib.repr(name)}.{_closest_notebook(name, stems)} "
+                             f"Name a lesson by its number (1), its file name or its path; the "
+                             f"notebooks are: {', '.join(stems)}")
         chosen.update(matches)
     return [path for path in available if path in chosen]
+
+
+def _closest_notebook(name, stems):
+    """" Did you mean '01-saving-and-loading-models'?" for a ``name`` close to one of the
+    notebooks' ``stems``, with or without its number (``saving-and-loding``); else ""."""
+    by_name = {stem: stem for stem in stems} | {stem[3:]: stem for stem in stems}
+    close = difflib.get_close_matches(Path(name).name.removesuffix(".ipynb"), by_name, n=1)
+    return f" Did you mean {by_name[close[0]]!r}?" if close else ""
 
 
 def _matching(available, name):
@@ -115,18 +128,16 @@ def parameters_for(paths, given, quick=False):
 
     ``given`` maps names to values, or to the text of ``-p NAME VALUE``, which
     ``read_value`` reads as the type of the notebook's default. Raises
-    ``UsageError`` for a given name that no notebook declares, so a misspelt
-    parameter never runs a notebook on its defaults, and for a value of the
-    wrong type.
+    ``UsageError`` for a given name that none of ``paths`` declares, so a
+    misspelt parameter never runs a notebook on its defaults (the message
+    names the lessons that have it, when only lessons not selected do), and
+    for a value of the wrong type.
     """
     declared = {path: notebook_parameters(path) for path in paths}
     known = sorted({name for names in declared.values() for name in names})
     for name in given:
         if name not in known:
-            close = difflib.get_close_matches(name, known, n=1)
-            hint = f" Did you mean {close[0]!r}?" if close else ""
-            raise UsageError(f"no notebook has a parameter {name!r}.{hint} "
-                             f"The parameters are: {', '.join(known)}")
+            raise UsageError(_unknown_parameter(name, given[name], known, paths))
     quick_runs = {lesson.name: lesson.quick_run for lesson in read_lessons()} if quick else {}
     chosen = {}
     for path in paths:
@@ -136,6 +147,34 @@ def parameters_for(paths, given, quick=False):
         chosen[path].update({name: read_value(name, value, defaults[name])
                              for name, value in given.items() if name in defaults})
     return chosen
+
+
+def _unknown_parameter(name, value, known, paths):
+    """The message for ``-p name value`` when none of the selected notebooks (``paths``,
+    whose parameters are ``known``) has the parameter ``name``."""
+    having = sorted({_lesson_number(path) for path in notebook_paths()
+                     if name in notebook_parameters(path)} - {_lesson_number(path) for path in paths})
+    if having:
+        selected = sorted({_lesson_number(path) for path in paths})
+        return (f"the selected {_lessons(selected)} {'has' if len(selected) == 1 else 'have'} no "
+                f"parameter {name!r}; {_lessons(having)} {'has' if len(having) == 1 else 'have'} "
+                f"it: select {'it' if len(having) == 1 else 'one of them'} by its number, for "
+                f"example `{having[0]} -p {name} {value}`")
+    close = difflib.get_close_matches(name, known, n=1)
+    hint = f" Did you mean {close[0]!r}?" if close else ""
+    return f"no notebook has a parameter {name!r}.{hint} The parameters are: {', '.join(known)}"
+
+
+def _lesson_number(path):
+    """The number of the lesson a notebook belongs to: 2 for ``02-checkpoints-....ipynb``."""
+    return int(path.stem[:2])
+
+
+def _lessons(numbers):
+    """'lesson 1' or 'lessons 2, 4 and 5'."""
+    if len(numbers) == 1:
+        return f"lesson {numbers[0]}"
+    return f"lessons {', '.join(map(str, numbers[:-1]))} and {numbers[-1]}"
 
 
 def read_value(name, value, default):
@@ -233,15 +272,27 @@ def run_notebook(path, output_dir, parameters=None):
     Raises ``UsageError`` for a folder parameter outside ``output_dir`` (see
     ``check_output_paths``), and papermill's ``PapermillExecutionError`` when a
     cell fails; the executed copy, error included, is still written to ``output_dir``.
+    papermill writes the notebook as it runs, into a hidden file beside the
+    output, which replaces the output only once the run has ended: a run that
+    is interrupted (Ctrl-C) leaves the previous output as it was.
     """
     output_dir = Path(output_dir)
     check_output_paths(parameters or {}, output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     output_path = output_dir / path.name
+    running = output_dir / f".{path.stem}.running.ipynb"
     start = time.perf_counter()
-    papermill.execute_notebook(str(path), str(output_path), parameters=parameters or {},
-                               cwd=str(output_dir), kernel_name="python3",
-                               progress_bar=False, extra_arguments=KERNEL_ARGUMENTS)
+    try:
+        papermill.execute_notebook(str(path), str(running), parameters=parameters or {},
+                                   cwd=str(output_dir), kernel_name="python3",
+                                   progress_bar=False, extra_arguments=KERNEL_ARGUMENTS)
+    except papermill.PapermillExecutionError:
+        os.replace(running, output_path)  # the run ended, in an error that is worth reading
+        raise
+    except BaseException:
+        running.unlink(missing_ok=True)
+        raise
+    os.replace(running, output_path)
     seconds = time.perf_counter() - start
     return seconds, last_test_accuracy(nbformat.read(output_path, as_version=4)), output_path
 
@@ -285,19 +336,38 @@ def main(argv=None):
             check_output_paths(parameters[path], args.output / path.parent.name)
     except UsageError as error:
         parser.error(str(error))
+    progress = []  # the notebooks that ended, then the one running
     try:
         helper.prepare_fashion_mnist(data_dir_of(paths, given))
+        failures, times = run_all(paths, parameters, args.output, progress)
     except helper.FashionMNISTError as error:
         print(f"error: no notebook was run. {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(interrupted(progress, len(paths), args.output), flush=True)
+        return 130
+    print(f"{len(paths) - failures} notebooks ran, {failures} failed; outputs in {args.output}")
+    if args.record and not failures:
+        changed = record_run_times(times)
+        print("recorded the run times in " + ", ".join(str(path.relative_to(REPO)) for path in changed))
+    return 1 if failures else 0
 
+
+def run_all(paths, parameters, output, progress):
+    """Run every notebook of ``paths`` into ``output``/LANGUAGE, printing one line each; return
+    the number that failed and ``{language: {name: seconds}}`` of the others.
+
+    ``progress`` is a list this appends each notebook to as it starts: after Ctrl-C,
+    its last item is the notebook that was interrupted, and the others had ended.
+    """
     failures, times = 0, {}
     width = max(len(path.stem) for path in paths) + 2
     print(f"{'notebook':<{width}}{'language':<10}{'seconds':>8}  test accuracy", flush=True)
     for path in paths:
+        progress.append(path)
         language = path.parent.name
         try:
-            seconds, accuracy, _ = run_notebook(path, args.output / language, parameters[path])
+            seconds, accuracy, _ = run_notebook(path, output / language, parameters[path])
         except papermill.PapermillExecutionError as error:
             failures += 1
             print(f"{path.stem:<{width}}{language:<10}  FAILED in cell {error.exec_count}: "
@@ -306,11 +376,17 @@ def main(argv=None):
         times.setdefault(language, {})[path.stem] = seconds
         shown = "-" if accuracy is None else f"{accuracy:.4f}"
         print(f"{path.stem:<{width}}{language:<10}{seconds:>8.1f}  {shown}", flush=True)
-    print(f"{len(paths) - failures} notebooks ran, {failures} failed; outputs in {args.output}")
-    if args.record and not failures:
-        changed = record_run_times(times)
-        print("recorded the run times in " + ", ".join(str(path.relative_to(REPO)) for path in changed))
-    return 1 if failures else 0
+    return failures, times
+
+
+def interrupted(progress, total, output):
+    """The one line the main job prints when Ctrl-C stops it (``progress``: see ``run_all``)."""
+    if not progress:
+        return "interrupted while preparing Fashion-MNIST, before any notebook ran."
+    *ended, running = progress
+    return (f"interrupted during {running.stem} ({running.parent.name}): {len(ended)} of {total} "
+            f"notebooks had ended, their outputs are in {output}; the interrupted notebook's "
+            "previous output, if any, is unchanged.")
 
 
 if __name__ == "__main__":

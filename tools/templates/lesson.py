@@ -56,12 +56,12 @@ seed = 7                               # fixes the initial weights, the data ord
                                        # zh-CN: 固定初始权重、数据顺序和 dropout
 
 # %% tags=["nbval-ignore-output"]
-fc_model.check_positive_int(epochs=epochs)
-device = devices.get_device(device)
 # The companion modules speak the notebook's language
 # zh-CN: 配套模块使用本 notebook 的语言
 messages.set_language("en")
 # zh-CN: messages.set_language("zh-CN")
+fc_model.check_positive_int(epochs=epochs)
+device = devices.get_device(device)
 helper.prepare_fashion_mnist(data_dir)
 checkpoint_dir = Path(checkpoint_dir)
 checkpoint_dir.mkdir(parents=True, exist_ok=True)
