@@ -1,5 +1,5 @@
-"""The checks of lesson 7's exercises, on their solutions and on the wrong answers they are
-meant to catch, without the lesson's notebook: each answer is written out here.
+"""The checks of lesson 7's exercises, on their solutions (the lesson's own, as its notebook
+defines them) and on the wrong answers they are meant to catch, written out here.
 
 7.1 resumes training in the middle of an epoch with a ``StatefulDataLoader``; 7.2 handles
 ``SIGTERM`` (the check sends it from inside a step and protects this process with a handler of
@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_exercises import reference_answers
 from torch import nn
 
 from saveload_lessons import LANGUAGES, exercise_checks
@@ -29,26 +30,6 @@ def _step(model, optimizer, inputs, targets):
 
 
 # --------------------------------------------------------------------------- 7.1
-
-def train_steps_resumable(model, optimizer, loader, steps, path):
-    step = 0
-    if Path(path).exists():
-        checkpoint = torch.load(path, weights_only=True)
-        model.load_state_dict(checkpoint["model"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        loader.load_state_dict(checkpoint["loader"])
-        step = checkpoint["step"]
-    while step < steps:
-        for inputs, targets in loader:
-            optimizer.zero_grad()
-            nn.functional.mse_loss(model(inputs), targets).backward()
-            optimizer.step()
-            step += 1
-            torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                        "loader": loader.state_dict(), "step": step}, path)
-            if step == steps:
-                return
-
 
 def _resume(path, model, optimizer, loader=None):
     """The step in the file at ``path`` (0 if none), after loading what it holds."""
@@ -195,24 +176,6 @@ def _train_fast_forwarding(model, optimizer, loader, steps, path):
 
 
 # --------------------------------------------------------------------------- 7.2
-
-def run_until_preempted(train_step, save, steps):
-    stop = {"requested": False}
-
-    def handler(signal_number, frame):
-        stop["requested"] = True
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        for done in range(1, steps + 1):
-            train_step()
-            if stop["requested"]:
-                save()
-                return done
-        return steps
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
 
 def _run_without_a_handler(train_step, save, steps):
     for _ in range(steps):
@@ -387,20 +350,6 @@ def _handler_without_arguments(train_step, save, steps):
 
 # --------------------------------------------------------------------------- 7.3
 
-def save_keeping_best(folder, state, keep):
-    folder = Path(folder)
-    path = folder / f"step-{state['step']:06d}.pt"
-    with atomic_write(path) as file:
-        torch.save(state, file)
-    saved = [torch.load(p, weights_only=True) for p in folder.glob("step-*.pt")]
-    latest = max(saved, key=lambda s: s["step"])
-    best = sorted(saved, key=lambda s: (-s["accuracy"], s["step"]))[:keep]
-    kept = {latest["step"], *(s["step"] for s in best)}
-    for saved_state in saved:
-        if saved_state["step"] not in kept:
-            (folder / f"step-{saved_state['step']:06d}.pt").unlink()
-
-
 def _prune(folder, states, keep, name=lambda step: f"step-{step:06d}.pt"):
     """Delete the files of ``states`` that are neither the latest nor among the ``keep`` best."""
     latest = max(states, key=lambda s: s["step"])
@@ -461,7 +410,7 @@ def _name_without_padding(folder, state, keep):
 
 # --------------------------------------------------------------------------- the tests
 
-SOLUTIONS = [(1, train_steps_resumable), (2, run_until_preempted), (3, save_keeping_best)]
+SOLUTIONS = sorted(reference_answers(7).items())
 
 
 @pytest.fixture(autouse=True)
@@ -549,5 +498,5 @@ def test_the_check_of_7_1_leaves_the_learners_random_numbers_alone(capsys):
     torch.manual_seed(3)
     expected = torch.rand(4)
     torch.manual_seed(3)
-    exercise_checks.for_lesson(7).exercise_1(train_steps_resumable)
+    exercise_checks.for_lesson(7).exercise_1(reference_answers(7)[1])
     assert torch.equal(torch.rand(4), expected)

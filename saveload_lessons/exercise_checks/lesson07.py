@@ -269,7 +269,7 @@ class Lesson7(Checks):
                 saved, done, kill = self._read(path), stop, None
         self.passed(1, "stopped in the middle of an epoch and killed during a step, the resumed runs "
                     "end with bit-identical weights.",
-                    "在一轮的中途停下、在一步之中被强制结束之后，恢复的训练最终得到逐位相同的权重。")
+                    "在一轮的中途停下、在一步之中被杀掉之后，恢复的训练最终都得到了逐位相同的权重。")
 
     @staticmethod
     def _count_steps(optimizer, kill_at):
@@ -303,8 +303,8 @@ class Lesson7(Checks):
             self.fail(1, f"the run was killed during step {step}, after {_n_steps(step - 1)}; the call that "
                       f"followed, with `steps={stop}`, did {_n_steps(count)}, not {stop - before}: the file did "
                       "not hold the steps done before the kill. Save after every step.",
-                      f"训练在第 {step} 步之中被强制结束，此前已完成 {step - 1} 步；随后以 `steps={stop}` 进行的"
-                      f"那次调用做了 {count} 步，而不是 {stop - before} 步：文件中没有被强制结束之前完成的那些步。"
+                      f"训练在第 {step} 步之中被杀掉，此前已完成 {step - 1} 步；随后以 `steps={stop}` 进行的"
+                      f"那次调用做了 {count} 步，而不是 {stop - before} 步：文件中没有记录被杀掉之前完成的那些步。"
                       "请在每一步之后都保存。")
         if before and count == stop:
             self.fail(1, f"with {_n_steps(before)} done in the file, a call with `steps={stop}` did "
@@ -331,7 +331,7 @@ class Lesson7(Checks):
             self.fail(1, f"training {_n_steps(stop)} from scratch does not give the weights of a run without a "
                       "stop: each step is `optimizer.zero_grad()`, `nn.functional.mse_loss(model(inputs), "
                       "targets).backward()`, `optimizer.step()`, on the batches the loader gives, in order.",
-                      f"从头训练 {stop} 步得到的权重，与不间断地训练同样步数的不同：每一步依次是 "
+                      f"从头训练 {stop} 步得到的权重，与不间断的训练得到的不同：每一步依次是 "
                       "`optimizer.zero_grad()`、`nn.functional.mse_loss(model(inputs), targets).backward()`"
                       " 和 `optimizer.step()`，按顺序用在数据加载器给出的各个批次上。")
         english = (f"resumed from the file saved after step {before}, the run to step {stop} does not give "
@@ -396,14 +396,14 @@ class Lesson7(Checks):
                       "saving; the check's own handler caught it. Install yours with "
                       "`signal.signal(signal.SIGTERM, handler)` before the first step.",
                       f"`SIGTERM` 在第 {k} 步之中到达，却没有找到你的信号处理函数：Python 的默认处理会立即结束"
-                      "进程（在这里就是 notebook 的内核），什么都不保存；是检查单元格自己的处理函数接住了它。"
+                      "进程（在这里就是 notebook 的内核），什么都来不及保存；是检查单元格自己的处理函数接住了它。"
                       "请在第一步之前用 `signal.signal(signal.SIGTERM, handler)` 安装你的处理函数。")
         if log.ignored:
             self.fail(2, f"`SIGTERM` arrived during step {k} and was ignored (`SIG_IGN`): the job never saves, "
                       "and the scheduler kills it with `SIGKILL` when the grace period ends. Install a handler "
                       "that records the request.",
                       f"`SIGTERM` 在第 {k} 步之中到达，却被忽略了（`SIG_IGN`）：任务永远不会保存，宽限期一过，"
-                      "调度器就用 `SIGKILL` 把它强制结束。请安装一个记下这个请求的信号处理函数。")
+                      "调度器就用 `SIGKILL` 把它杀掉。请安装一个记下这个请求的信号处理函数。")
         if log.saves and log.saves[0][0]:
             self.fail(2, f"`save()` was called in the middle of step {k}, from the handler: Python runs a "
                       "handler between any two bytecodes, for example halfway through `optimizer.step()` "
@@ -411,7 +411,7 @@ class Lesson7(Checks):
                       "saves may be a state that training never had. Let the handler only record the "
                       "request, and call `save()` once the step is done.",
                       f"`save()` 在第 {k} 步的中间被调用了，是在信号处理函数里调用的：Python 会在任意两条字节码"
-                      "指令之间运行处理函数，例如正处在 `optimizer.step()` 的中间（一半参数已经更新），或者"
+                      "指令之间运行处理函数，例如正处在 `optimizer.step()` 的中间（一部分参数已经更新，另一部分还没有），或者"
                       "正处在 `torch.save` 写入的过程中，所以这时保存的可能是训练从未有过的状态。请让处理函数"
                       "只记下这个请求，等这一步完成之后再调用 `save()`。")
         if log.raised is not None:
@@ -430,7 +430,7 @@ class Lesson7(Checks):
             self.fail(2, f"`SIGTERM` arrived during step {k}, and it went on to step {log.started}: stop after "
                       "the step under way, since the scheduler kills the job a few seconds after `SIGTERM`.",
                       f"`SIGTERM` 在第 {k} 步之中到达，它却继续训练到了第 {log.started} 步：请在正在进行的这一步"
-                      "之后停止，因为调度器在发出 `SIGTERM` 几秒之后就会强制结束任务。")
+                      "之后停止，因为调度器在发出 `SIGTERM` 几秒之后就会杀掉任务。")
         if not log.saves:
             self.fail(2, f"`SIGTERM` arrived during step {k}, and `save()` was never called{last}.",
                       f"`SIGTERM` 在第 {k} 步之中到达，但 `save()` 一次也没有被调用{last}。")
@@ -482,7 +482,7 @@ class Lesson7(Checks):
                 self._check_folder(folder, states[:index + 1], keep)
         self.passed(3, "after every save the folder holds the latest checkpoint and the best ones, each "
                     "complete; a failed save changes nothing.",
-                    "每次保存之后，目录中都是最新的检查点和最佳的检查点，每个都完整；失败的保存不改变任何东西。")
+                    "每次保存之后，目录中都是最新的检查点和最佳的检查点，每个都是完整的；失败的保存不改变任何东西。")
 
     def _check_folder(self, folder, saved, keep):
         """Fail unless ``folder`` holds exactly the checkpoints to keep among the states
