@@ -8,6 +8,7 @@
 #   make lab     JupyterLab on the notebooks (LAB=student for the student edition)
 #   make check   the environment check, python -m saveload_lessons
 #   make student the student edition (student/): the notebooks without solutions
+#   make site    the website of the lessons, both languages, into build/site/ (tools/build_site.py)
 #   make clean   remove build/ and the caches the tools write in the repository
 #
 # Run make in the repository's root; from a subfolder, make -C .. run (or the root's path).
@@ -36,7 +37,7 @@ PIP := $(BIN)/python -m pip install --quiet --constraint constraints.txt
 # the files the lessons write stay out of notebooks/.
 TEST_NOTEBOOKS := build/test-notebooks
 
-.PHONY: run test lab check student setup data clean
+.PHONY: run test lab check student site setup data clean
 
 run: setup
 	$(BIN)/python -m tools.run_notebooks $(ARGS)
@@ -53,6 +54,9 @@ check: setup
 
 student: setup
 	$(BIN)/python -m tools.build_notebooks --student
+
+site: setup
+	$(BIN)/python -m tools.build_site
 
 setup: $(INSTALLED)
 

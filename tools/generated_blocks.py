@@ -15,7 +15,7 @@ blocks:
 import json
 import re
 
-from tools.project import GUIDES, LANGUAGES, READMES, RUN_TIMES, repository_url
+from tools.project import GUIDES, LANGUAGES, READMES, RUN_TIMES, colab_url
 
 COLAB_BADGE = "https://colab.research.google.com/assets/colab-badge.svg"
 LIST_HEADERS = {"en": "| Lesson | English | 中文 |", "zh-CN": "| 课程 | English | 中文 |"}
@@ -31,16 +31,12 @@ NOT_MEASURED = {"en": "not measured yet", "zh-CN": "尚未测量"}
 def lessons_block(lessons, language, folder="notebooks"):
     """The list of lessons, with a Colab badge per notebook and language, for the
     notebooks in ``folder`` (``notebooks`` in the READMEs, ``student`` in the guides)."""
-    owner_repo = repository_url().removeprefix("https://github.com/").rstrip("/")
     items = [f"{lesson.number}. **{lesson.title[language].split('. ', 1)[1]}**"
              f"{DASHES[language]}{lesson.summary[language]}" for lesson in lessons]
     rows = [LIST_HEADERS[language], "|---|---|---|"]
     for lesson in lessons:
-        links = [
-            f"[![Open In Colab]({COLAB_BADGE})](https://colab.research.google.com/github/"
-            f"{owner_repo}/blob/main/{folder}/{lang}/{lesson.name}.ipynb)"
-            for lang in LANGUAGES
-        ]
+        links = [f"[![Open In Colab]({COLAB_BADGE})]({colab_url(f'{folder}/{lang}/{lesson.name}.ipynb')})"
+                 for lang in LANGUAGES]
         rows.append(f"| [{lesson.title[language]}]({folder}/{language}/{lesson.name}.ipynb) | "
                     + " | ".join(links) + " |")
     return "\n".join(items) + "\n\n" + "\n".join(rows)

@@ -87,3 +87,20 @@ def read_pyproject():
 def repository_url():
     """The repository address, from ``[project.urls] Repository`` in pyproject.toml."""
     return read_pyproject()["project"]["urls"]["Repository"]
+
+
+# The branch that the Colab badges, the website's links and its source links show
+BRANCH = "main"
+COLAB_GITHUB = "https://colab.research.google.com/github/"
+
+
+def github_url(relative_path, folder=False):
+    """The address on GitHub of a file (or, with ``folder=True``, a folder) of the repository,
+    given by its path relative to the repository's root."""
+    kind = "tree" if folder else "blob"
+    return f"{repository_url().rstrip('/')}/{kind}/{BRANCH}/{relative_path}"
+
+
+def colab_url(relative_path):
+    """The address that opens the repository's notebook at ``relative_path`` in Colab."""
+    return COLAB_GITHUB + github_url(relative_path).removeprefix("https://github.com/")
