@@ -81,7 +81,9 @@ class Job:
     def resume(self, path):
         """Continue from the checkpoint file ``path`` (read safely by ``checkpoint_io``), in the
         middle of the epoch where it was saved."""
-        checkpoint = checkpoint_io.load_checkpoint(path, fc_model.NETWORK, map_location=self.device)
+        # Read onto the CPU, where the states of the loader and the generators must stay;
+        # load_state_dict copies the weights to the network's device
+        checkpoint = checkpoint_io.load_checkpoint(path, fc_model.NETWORK)
         missing = [key for key in ("step", "loader_state", "ema_state_dict") if key not in checkpoint]
         if missing or not is_count(checkpoint["step"]):
             raise CheckpointError(messages.say(

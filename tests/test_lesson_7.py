@@ -199,6 +199,19 @@ def test_without_the_workers_random_state_the_rest_of_the_epoch_differs(tmp_path
     assert not torch.equal(reference.model.output.weight, resumed.model.output.weight)
 
 
+@pytest.mark.filterwarnings("ignore:for .*copying from a non-meta parameter:UserWarning")  # meta's no-op copies
+def test_a_job_on_another_device_keeps_the_loaders_state_on_the_cpu(tmp_path):
+    """The meta device stands for a GPU: a job there resumes, with its loader's generators."""
+    images, labels = _examples()
+    job = resumable_job.Job(images, labels, 3, 2)
+    resumable_job.train_steps(job, 2)
+    torch.save(job.checkpoint(), tmp_path / "job.pt")
+    elsewhere = resumable_job.Job(images, labels, 3, 2, device="meta")
+    elsewhere.resume(tmp_path / "job.pt")
+    assert elsewhere.step == 2 and elsewhere.model.output.weight.is_meta
+    assert next(iter(elsewhere.batches))[0].device.type == "cpu"
+
+
 def test_the_job_checkpoint_loads_safely_through_checkpoint_io(tmp_path):
     images, labels = _examples()
     job = resumable_job.Job(images, labels, 3, 2)
