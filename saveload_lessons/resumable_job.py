@@ -96,7 +96,7 @@ class Job:
         try:
             self.batches = resumable_data.resumed_batches(self.loader, checkpoint["loader_state"],
                                                           checkpoint["rng"])
-        except (KeyError, TypeError, ValueError, AssertionError, IndexError) as err:
+        except (KeyError, TypeError, ValueError, AssertionError, IndexError, RuntimeError) as err:
             detail = f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
             raise CheckpointError(messages.say(
                 f"the data loader's state in {path} does not fit this loader ({detail}): "

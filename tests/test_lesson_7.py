@@ -230,6 +230,18 @@ def test_resuming_with_another_number_of_workers_says_what_to_do(tmp_path):
         resumable_job.Job(images, labels, 3, 1).resume(tmp_path / "job.pt")
 
 
+def test_a_forged_generator_state_in_the_loaders_state_is_refused_with_the_file_named(tmp_path):
+    images, labels = _examples()
+    job = resumable_job.Job(images, labels, 3, 2)
+    resumable_job.train_steps(job, 1)
+    checkpoint = job.checkpoint()
+    sampler = checkpoint["loader_state"]["_snapshot"]["_main_snapshot"]["_sampler_iter_state"]
+    sampler["sampler_iter_state"]["generator"] = torch.zeros(3, dtype=torch.uint8)
+    torch.save(checkpoint, tmp_path / "forged.pt")
+    with pytest.raises(CheckpointError, match="forged.pt.*does not fit this loader"):
+        resumable_job.Job(images, labels, 3, 2).resume(tmp_path / "forged.pt")
+
+
 def test_a_general_checkpoint_of_another_job_is_refused(tmp_path):
     images, labels = _examples()
     job = resumable_job.Job(images, labels, 3, 1)
